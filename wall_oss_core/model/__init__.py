@@ -1,0 +1,1 @@
+"""Wall-OSS policy model: configuration, modeling, loading, processing."""
