@@ -1,0 +1,1 @@
+"""Wall-OSS on bimanual arms: ROS-free core (model, processing, kinematics, execution, safety)."""

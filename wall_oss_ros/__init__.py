@@ -1,0 +1,1 @@
+"""Thin rclpy nodes and the wall-oss command around wall_oss_core."""
