@@ -1,1 +1,1 @@
-"""Wall-OSS policy model: configuration, modeling, loading, processing."""
+"""Wall-OSS model core: configuration, native PyTorch model, strict checkpoint loading."""

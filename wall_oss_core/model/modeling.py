@@ -1,0 +1,508 @@
+"""Wall-OSS policy model: Qwen2.5-VL vision tower + Mixture-of-Transformers decoder + flow-matching head.
+
+Read top to bottom: inputs, small building blocks (RMSNorm, mRoPE, SwiGLU), the two decoder-layer
+flavours (0.5: everything per expert; flow: shared attention, per-expert MLP), the action embedder,
+and `WallOssModel`, whose `sample_actions` integrates the flow with 10 Euler steps.
+
+The decoder always sees two token streams: the *prompt* (every non-action token, expert 0) and the
+*action* block (the H `<|action|>` tokens, expert 1).  Attention is joint over both, with a mask that
+reproduces the reference's full-sequence mask in the original token order.  Because no prompt token
+that precedes the action block ever attends to an action token, the prompt's keys/values are the same
+at every flow step; `use_prefix_cache=True` computes them once and runs only the action stream per
+step, `use_prefix_cache=False` recomputes the whole sequence every step (the reference behaviour).
+Prompt tokens placed after the action block cannot influence the actions in either generation (they
+are later in a causal order), so the cached path simply never lets actions see them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration import WallOssConfig
+
+
+class InputError(ValueError):
+    """Model inputs with the wrong shapes or token layout."""
+
+
+# ==================================================================== inputs
+
+@dataclass
+class ModelInputs:
+    """Already-prepared tensors for one batch (the output of the preprocessing pipeline)."""
+
+    input_ids: torch.Tensor  # [B, S] long, left padded
+    attention_mask: torch.Tensor  # [B, S] long, 1 = real token, 0 = left pad
+    position_ids: torch.Tensor  # [3, B, S] long, mRoPE (t, h, w) indices
+    dof_mask: torch.Tensor  # [B, H, A] bool/float, 1 where the action dimension is used
+    pixel_values: torch.Tensor | None = None  # [N_patches, C*T*P*P] float, all images of the batch
+    image_grid_thw: torch.Tensor | None = None  # [n_images, 3] long
+    proprioception: torch.Tensor | None = None  # flow: [B, D] (or [B, 1, D]) normalized state
+    agent_pos_mask: torch.Tensor | None = None  # flow: [B, D] (or [B, 1, D]) 1 where the state is used
+
+    def to(self, device: torch.device | str) -> "ModelInputs":
+        return ModelInputs(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                              for k, v in self.__dict__.items()})
+
+
+@dataclass
+class SamplingTrace:
+    """Intermediate tensors of one `sample_actions` call, filled when passed in (for golden tests)."""
+
+    vision_embeds: torch.Tensor | None = None  # [N_image_tokens, D]
+    inputs_embeds_step0: torch.Tensor | None = None  # [B, S, D] decoder input at the first flow step
+    decoder_output_step0: torch.Tensor | None = None  # [B, S, D] after the final norm(s), first step
+    times: torch.Tensor | None = None  # [N + 1]
+    velocities: list[torch.Tensor] = field(default_factory=list)  # N x [B, H, A]
+    x_t: list[torch.Tensor] = field(default_factory=list)  # N + 1 x [B, H, A]
+
+
+# ==================================================================== building blocks
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def mrope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, section: tuple[int, int, int],
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multimodal RoPE: frequency band i of the head takes its angle from axis (t, h, w)[band group].
+
+    position_ids [3, B, T] -> cos, sin [B, 1, T, head_dim] (broadcast over heads).
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device,
+                                             dtype=torch.float32) / head_dim))
+    angles = position_ids.float()[..., None] * inv_freq  # [3, B, T, hd/2]
+    emb = torch.cat([angles, angles], dim=-1)  # [3, B, T, hd]
+    bands = torch.split(emb, list(section) * 2, dim=-1)
+    emb = torch.cat([band[i % 3] for i, band in enumerate(bands)], dim=-1)  # [B, T, hd]
+    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class FusedSwiGLU(nn.Module):
+    """0.5 expert MLP: one `gate_up_proj` ([gate; up]) and `down_proj`, no biases."""
+
+    def __init__(self, width: int, intermediate: int):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(width, 2 * intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class SwiGLU(nn.Module):
+    """Flow expert MLP: separate gate/up/down projections, no biases."""
+
+    def __init__(self, width: int, intermediate: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(width, intermediate, bias=False)
+        self.up_proj = nn.Linear(width, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class ExpertMLPs(nn.Module):
+    """Holds the per-expert MLPs under the checkpoint name `moe.experts.{e}`."""
+
+    def __init__(self, experts: list[nn.Module]):
+        super().__init__()
+        self.experts = nn.ModuleList(experts)
+
+
+# ==================================================================== decoder layers
+# Both flavours expose the same two halves around the joint attention:
+#   qkv(h, expert) -> q [B,Hq,T,hd], k, v [B,Hkv,T,hd]  (input norm + projections, before RoPE)
+#   finish(h, attn, expert) -> h                        (output projection, residual, post norm, MLP)
+
+class MoTAttention(nn.Module):
+    """0.5 attention weights: one fused qkv (with bias) and one o_proj (no bias) per expert width."""
+
+    def __init__(self, config: WallOssConfig):
+        super().__init__()
+        t = config.text
+        qkv_out = (t.num_attention_heads + 2 * t.num_key_value_heads) * t.head_dim
+        self.qkv_proj_experts = nn.ModuleList(
+            nn.Linear(e.hidden_size, qkv_out, bias=True) for e in config.experts)
+        self.o_proj_experts = nn.ModuleList(
+            nn.Linear(t.num_attention_heads * t.head_dim, e.hidden_size, bias=False) for e in config.experts)
+
+
+class MoTDecoderLayer(nn.Module):
+    """Wall-OSS-0.5 layer: expert e reads and writes the first `experts[e].hidden_size` channels."""
+
+    def __init__(self, config: WallOssConfig):
+        super().__init__()
+        t = config.text
+        self.split = (t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim,
+                      t.num_key_value_heads * t.head_dim)
+        self.head_dim = t.head_dim
+        self.input_layernorms = nn.ModuleList(RMSNorm(e.hidden_size, t.rms_norm_eps) for e in config.experts)
+        self.post_attention_layernorms = nn.ModuleList(
+            RMSNorm(e.hidden_size, t.rms_norm_eps) for e in config.experts)
+        self.self_attn = MoTAttention(config)
+        self.moe = ExpertMLPs([FusedSwiGLU(e.hidden_size, e.intermediate_size) for e in config.experts])
+
+    def qkv(self, h: torch.Tensor, expert: int):
+        x = self.input_layernorms[expert](h)
+        q, k, v = self.self_attn.qkv_proj_experts[expert](x).split(self.split, dim=-1)
+        return (_heads(q, self.head_dim), _heads(k, self.head_dim), _heads(v, self.head_dim))
+
+    def finish(self, h: torch.Tensor, attn: torch.Tensor, expert: int) -> torch.Tensor:
+        h = h + self.self_attn.o_proj_experts[expert](attn)
+        return h + self.moe.experts[expert](self.post_attention_layernorms[expert](h))
+
+
+class SharedAttention(nn.Module):
+    """Flow attention weights, shared by both experts: q/k/v with bias, o without."""
+
+    def __init__(self, config: WallOssConfig):
+        super().__init__()
+        t = config.text
+        self.q_proj = nn.Linear(t.hidden_size, t.num_attention_heads * t.head_dim, bias=True)
+        self.k_proj = nn.Linear(t.hidden_size, t.num_key_value_heads * t.head_dim, bias=True)
+        self.v_proj = nn.Linear(t.hidden_size, t.num_key_value_heads * t.head_dim, bias=True)
+        self.o_proj = nn.Linear(t.num_attention_heads * t.head_dim, t.hidden_size, bias=False)
+
+
+class FlowDecoderLayer(nn.Module):
+    """Wall-OSS-flow layer: shared norms and attention; only the MLP depends on the expert."""
+
+    def __init__(self, config: WallOssConfig):
+        super().__init__()
+        t = config.text
+        self.head_dim = t.head_dim
+        self.input_layernorm = RMSNorm(t.hidden_size, t.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(t.hidden_size, t.rms_norm_eps)
+        self.self_attn = SharedAttention(config)
+        self.moe = ExpertMLPs([SwiGLU(e.hidden_size, e.intermediate_size) for e in config.experts])
+
+    def qkv(self, h: torch.Tensor, expert: int):
+        x = self.input_layernorm(h)
+        a = self.self_attn
+        return (_heads(a.q_proj(x), self.head_dim), _heads(a.k_proj(x), self.head_dim),
+                _heads(a.v_proj(x), self.head_dim))
+
+    def finish(self, h: torch.Tensor, attn: torch.Tensor, expert: int) -> torch.Tensor:
+        h = h + self.self_attn.o_proj(attn)
+        return h + self.moe.experts[expert](self.post_attention_layernorm(h))
+
+
+def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    b, t, _ = x.shape
+    return x.view(b, t, -1, head_dim).transpose(1, 2)
+
+
+class Decoder(nn.Module):
+    """Token embeddings, layers and final norm(s) under the checkpoint prefix `model.`."""
+
+    def __init__(self, config: WallOssConfig):
+        super().__init__()
+        t = config.text
+        self.embed_tokens = nn.Embedding(t.vocab_size, t.hidden_size)
+        if config.generation == "wall_oss_05":
+            self.layers = nn.ModuleList(MoTDecoderLayer(config) for _ in range(t.num_hidden_layers))
+            self.norms = nn.ModuleList(RMSNorm(e.hidden_size, t.rms_norm_eps) for e in config.experts)
+        else:
+            self.layers = nn.ModuleList(FlowDecoderLayer(config) for _ in range(t.num_hidden_layers))
+            self.norm = RMSNorm(t.hidden_size, t.rms_norm_eps)
+
+    def final_norm(self, h: torch.Tensor, expert: int) -> torch.Tensor:
+        return self.norms[expert](h) if hasattr(self, "norms") else self.norm(h)
+
+
+# ==================================================================== action head
+
+def sinusoidal_time_embedding(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Raw-t sinusoidal embedding [sin, cos], freq_i = exp(-i ln(1e4) / (half - 1)); t [B] -> [B, width]."""
+    half = width // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / (half - 1))
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class ActionPreprocessor(nn.Module):
+    """Action embedder and velocity readout (checkpoint prefix `action_preprocessor.`), no biases.
+
+    embed: h = w3(silu(w2([w1([x_t, dof_mask]), temb(t)])));  readout: v = action_proj_back(h) in fp32.
+    Flow checkpoints also hold `propri_proj`, which turns [state, state_mask] into the <|propri|> embedding.
+    """
+
+    def __init__(self, config: WallOssConfig):
+        super().__init__()
+        width, a = config.action.hidden_size, config.action.action_dim
+        self.width = width
+        self.w1 = nn.Linear(2 * a, width, bias=False)
+        self.w2 = nn.Linear(2 * width, width, bias=False)
+        self.w3 = nn.Linear(width, width, bias=False)
+        self.action_proj_back = nn.Linear(width, a, bias=False)
+        if config.generation == "wall_oss_flow":
+            self.propri_proj = nn.Linear(2 * config.action.state_dim, config.text.hidden_size, bias=False)
+
+    def embed(self, x_t: torch.Tensor, t: torch.Tensor, dof_mask: torch.Tensor) -> torch.Tensor:
+        dtype = self.w1.weight.dtype
+        a = self.w1(torch.cat([x_t, dof_mask.to(x_t.dtype)], dim=-1).to(dtype))
+        temb = sinusoidal_time_embedding(t, self.width).to(dtype)[:, None].expand_as(a)
+        return self.w3(F.silu(self.w2(torch.cat([a, temb], dim=-1))))
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h.float(), self.action_proj_back.weight.float())
+
+    def embed_proprioception(self, state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        w = self.propri_proj.weight
+        return F.linear(torch.cat([state, mask.to(state.dtype)], dim=-1).to(w.dtype), w)
+
+
+# ==================================================================== the model
+
+@dataclass
+class _Layout:
+    """Where the prompt and action tokens sit, per batch row (every row has the same counts)."""
+
+    prompt_index: torch.Tensor  # [B, P] original positions of the prompt (non-action) tokens
+    action_index: torch.Tensor  # [B, H] original positions of the action tokens
+    prompt_valid: torch.Tensor  # [B, P] bool, False on left padding
+    prompt_cos_sin: tuple[torch.Tensor, torch.Tensor]
+    action_cos_sin: tuple[torch.Tensor, torch.Tensor]
+    prompt_mask: torch.Tensor  # [B, 1, P, P] bool, prompt queries over prompt keys
+    action_mask: torch.Tensor  # [B, 1, H, P + H] bool, action queries over [prompt, action] keys
+    prompt_action_mask: torch.Tensor  # [B, 1, P, H] bool, prompt queries over action keys (full recompute)
+
+
+class WallOssModel(nn.Module):
+    def __init__(self, config: WallOssConfig):
+        super().__init__()
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+        self.config = config
+        vision_config = config.vision_transformers_config()
+        vision_config._attn_implementation = "sdpa"
+        self.visual = Qwen2_5_VisionTransformerPretrainedModel(vision_config)
+        self.model = Decoder(config)
+        self.action_preprocessor = ActionPreprocessor(config)
+
+    # ---------------------------------------------------------------- prompt embedding
+    def vision_embeddings(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
+        """Merged image-token embeddings [N_image_tokens, D] from transformers' Qwen2.5-VL vision tower."""
+        dtype = self.visual.patch_embed.proj.weight.dtype
+        out = self.visual(pixel_values.to(dtype), grid_thw=image_grid_thw)
+        return out.pooler_output
+
+    def embed_prompt(self, inputs: ModelInputs, trace: SamplingTrace | None = None) -> torch.Tensor:
+        """Token embeddings with image embeddings at <|image_pad|> and (flow) the projected state at <|propri|>.
+
+        The rows of the action tokens are left as their token embeddings; the flow steps replace them.
+        """
+        ids = inputs.input_ids
+        embeds = self.model.embed_tokens(ids)
+        image_slots = ids == self.config.token_ids.image_pad
+        n_slots = int(image_slots.sum())
+        if n_slots:
+            if inputs.pixel_values is None or inputs.image_grid_thw is None:
+                raise InputError(f"input_ids hold {n_slots} <|image_pad|> tokens but pixel_values/image_grid_thw "
+                                 "are missing")
+            image_embeds = self.vision_embeddings(inputs.pixel_values, inputs.image_grid_thw)
+            if trace is not None:
+                trace.vision_embeds = image_embeds
+            if image_embeds.shape[0] != n_slots:
+                raise InputError(f"{n_slots} <|image_pad|> tokens but the images give {image_embeds.shape[0]} "
+                                 "embeddings (check image_grid_thw and the prompt)")
+            embeds = embeds.masked_scatter(image_slots[..., None], image_embeds.to(embeds.dtype))
+        if self.config.generation == "wall_oss_flow":
+            embeds = self._insert_proprioception(inputs, embeds)
+        return embeds
+
+    def _insert_proprioception(self, inputs: ModelInputs, embeds: torch.Tensor) -> torch.Tensor:
+        slots = inputs.input_ids == self.config.token_ids.propri
+        b = inputs.input_ids.shape[0]
+        if inputs.proprioception is None or inputs.agent_pos_mask is None:
+            raise InputError("flow checkpoints need proprioception and agent_pos_mask")
+        state = inputs.proprioception.reshape(b, -1)
+        mask = inputs.agent_pos_mask.reshape(b, -1)
+        if state.shape[1] != self.config.action.state_dim or mask.shape != state.shape:
+            raise InputError(f"proprioception/agent_pos_mask must be [B, {self.config.action.state_dim}], got "
+                             f"{tuple(inputs.proprioception.shape)} / {tuple(inputs.agent_pos_mask.shape)}")
+        if not torch.equal(slots.sum(1), torch.ones_like(slots.sum(1))):
+            raise InputError("each row must hold exactly one <|propri|> token")
+        projected = self.action_preprocessor.embed_proprioception(state, mask).to(embeds.dtype)
+        return embeds.masked_scatter(slots[..., None], projected)
+
+    # ---------------------------------------------------------------- token layout and masks
+    def _layout(self, inputs: ModelInputs, dtype: torch.dtype) -> _Layout:
+        ids, valid = inputs.input_ids, inputs.attention_mask.bool()
+        b, s = ids.shape
+        h = self.config.action.chunk_size
+        if inputs.position_ids.shape != (3, b, s) or valid.shape != (b, s):
+            raise InputError(f"position_ids must be [3, {b}, {s}] and attention_mask [{b}, {s}], got "
+                             f"{tuple(inputs.position_ids.shape)} / {tuple(inputs.attention_mask.shape)}")
+        is_action = (ids == self.config.token_ids.action) & valid
+        counts = is_action.sum(1)
+        if not bool((counts == h).all()):
+            raise InputError(f"every row needs exactly {h} <|action|> tokens (chunk_size), got {counts.tolist()}")
+        order = torch.arange(s, device=ids.device).expand(b, s)
+        action_index = order[is_action].view(b, h)
+        if not bool((action_index[:, -1] - action_index[:, 0] == h - 1).all()):
+            raise InputError("the <|action|> tokens of a row must be contiguous")
+        prompt_index = order[~is_action].view(b, s - h)
+        prompt_valid = torch.gather(valid, 1, prompt_index)
+
+        def positions(index):
+            return torch.gather(inputs.position_ids, 2, index[None].expand(3, -1, -1))
+
+        t = self.config.text
+        rope = lambda index: mrope_cos_sin(positions(index), t.head_dim, t.rope_theta, t.mrope_section, dtype)
+        # Visibility in the original order: causal, never a padding key; flow additionally lets the
+        # action block attend to itself bidirectionally.  Padding queries see only themselves, which
+        # keeps their (unused) rows finite.
+        causal = lambda q_idx, k_idx: k_idx[:, None, :] <= q_idx[:, :, None]
+        prompt_mask = causal(prompt_index, prompt_index) & prompt_valid[:, None, :]
+        prompt_mask |= torch.eye(s - h, dtype=torch.bool, device=ids.device)
+        action_over_prompt = causal(action_index, prompt_index) & prompt_valid[:, None, :]
+        if self.config.generation == "wall_oss_flow":
+            action_over_action = torch.ones(b, h, h, dtype=torch.bool, device=ids.device)
+        else:
+            action_over_action = causal(action_index, action_index)
+        prompt_over_action = causal(prompt_index, action_index) & prompt_valid[:, :, None]
+        return _Layout(
+            prompt_index=prompt_index,
+            action_index=action_index,
+            prompt_valid=prompt_valid,
+            prompt_cos_sin=rope(prompt_index),
+            action_cos_sin=rope(action_index),
+            prompt_mask=prompt_mask[:, None],
+            action_mask=torch.cat([action_over_prompt, action_over_action], dim=-1)[:, None],
+            prompt_action_mask=prompt_over_action[:, None],
+        )
+
+    # ---------------------------------------------------------------- decoder passes
+    def _attend(self, q, k, v, mask):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        b, _, t, _ = out.shape
+        return out.transpose(1, 2).reshape(b, t, -1)
+
+    def _rope_qkv(self, layer, h, expert, cos_sin):
+        q, k, v = layer.qkv(h, expert)
+        cos, sin = cos_sin
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def encode_prompt(self, prompt_embeds: torch.Tensor, layout: _Layout,
+                      with_output: bool = False) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
+        """Run the prompt stream alone; returns every layer's (k, v) and, optionally, the normed output."""
+        h, cache = prompt_embeds, []
+        for layer in self.model.layers:
+            q, k, v = self._rope_qkv(layer, h, 0, layout.prompt_cos_sin)
+            cache.append((k, v))
+            h = layer.finish(h, self._attend(q, k, v, layout.prompt_mask), 0)
+        return cache, (self.model.final_norm(h, 0) if with_output else None)
+
+    def decode_actions_cached(self, action_embeds: torch.Tensor, layout: _Layout,
+                              cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Run only the action stream against the cached prompt keys/values; returns the normed output."""
+        h = action_embeds
+        for layer, (pk, pv) in zip(self.model.layers, cache):
+            q, k, v = self._rope_qkv(layer, h, 1, layout.action_cos_sin)
+            attn = self._attend(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), layout.action_mask)
+            h = layer.finish(h, attn, 1)
+        return self.model.final_norm(h, 1)
+
+    def decode_full(self, prompt_embeds: torch.Tensor, action_embeds: torch.Tensor,
+                    layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference pass over the whole sequence: both streams every layer, joint attention."""
+        p = prompt_embeds.shape[1]
+        full_mask = torch.cat([
+            torch.cat([layout.prompt_mask, layout.prompt_action_mask], dim=-1),
+            layout.action_mask,
+        ], dim=2)
+        hp, ha = prompt_embeds, action_embeds
+        for layer in self.model.layers:
+            qp, kp, vp = self._rope_qkv(layer, hp, 0, layout.prompt_cos_sin)
+            qa, ka, va = self._rope_qkv(layer, ha, 1, layout.action_cos_sin)
+            attn = self._attend(torch.cat([qp, qa], dim=2), torch.cat([kp, ka], dim=2),
+                                torch.cat([vp, va], dim=2), full_mask)
+            hp, ha = layer.finish(hp, attn[:, :p], 0), layer.finish(ha, attn[:, p:], 1)
+        return self.model.final_norm(hp, 0), self.model.final_norm(ha, 1)
+
+    # ---------------------------------------------------------------- flow sampling
+    def _check_action_inputs(self, inputs: ModelInputs, noise: torch.Tensor | None) -> tuple[int, int, int]:
+        b = inputs.input_ids.shape[0]
+        h, a = self.config.action.chunk_size, self.config.action.action_dim
+        if inputs.dof_mask.shape != (b, h, a):
+            raise InputError(f"dof_mask must be [{b}, {h}, {a}], got {tuple(inputs.dof_mask.shape)}")
+        if noise is not None and noise.shape != (b, h, a):
+            raise InputError(f"noise must be [{b}, {h}, {a}], got {tuple(noise.shape)}")
+        return b, h, a
+
+    @torch.no_grad()
+    def sample_actions(self, inputs: ModelInputs, noise: torch.Tensor | None = None, use_prefix_cache: bool = True,
+                       generator: torch.Generator | None = None, trace: SamplingTrace | None = None,
+                       prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalized action chunk [B, H, A] (fp32) by Euler integration of the flow from t=0 (noise).
+
+        `prompt_embeds` [B, S, D] skips `embed_prompt` (vision tower and token embeddings), e.g. to start from
+        a recorded decoder input; its action rows are ignored.
+        """
+        b, h, a = self._check_action_inputs(inputs, noise)
+        device = inputs.input_ids.device
+        dtype = self.model.embed_tokens.weight.dtype
+        if prompt_embeds is None:
+            prompt_embeds = self.embed_prompt(inputs, trace)
+        layout = self._layout(inputs, dtype)
+        prompt_stream = torch.gather(prompt_embeds.to(dtype), 1,
+                                     layout.prompt_index[..., None].expand(-1, -1, prompt_embeds.shape[-1]))
+        if noise is None:
+            noise = torch.randn(b, h, a, generator=generator, device=device, dtype=torch.float32)
+        x_t = noise.to(device=device, dtype=torch.float32)
+        steps, scale = self.config.sampler.num_steps, self.config.sampler.time_scale
+        times = torch.linspace(0.0, 1.0, steps + 1, device=device, dtype=torch.float32) * scale
+        cache = prompt_out = None
+        if use_prefix_cache:
+            cache, prompt_out = self.encode_prompt(prompt_stream, layout, with_output=trace is not None)
+        if trace is not None:
+            trace.times, trace.x_t = times, [x_t]
+        for i in range(steps):
+            t = times[i].expand(b)
+            action_embeds = self.action_preprocessor.embed(x_t, t, inputs.dof_mask)
+            if use_prefix_cache:
+                action_out = self.decode_actions_cached(action_embeds, layout, cache)
+            else:
+                prompt_out, action_out = self.decode_full(prompt_stream, action_embeds, layout)
+            velocity = self.action_preprocessor.readout(action_out)
+            if trace is not None and i == 0:
+                trace.inputs_embeds_step0 = self._scatter_streams(layout, prompt_stream, action_embeds)
+                trace.decoder_output_step0 = self._scatter_streams(layout, prompt_out, action_out)
+            x_t = x_t + (times[i + 1] - times[i]) * velocity
+            if trace is not None:
+                trace.velocities.append(velocity)
+                trace.x_t.append(x_t)
+        return x_t
+
+    def _scatter_streams(self, layout: _Layout, prompt: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Back to the original token order [B, S, D]; narrower action rows are zero-padded on the right."""
+        b, p, d = prompt.shape
+        h = action.shape[1]
+        out = prompt.new_zeros(b, p + h, d)
+        out.scatter_(1, layout.prompt_index[..., None].expand(-1, -1, d), prompt)
+        padded = F.pad(action.to(prompt.dtype), (0, d - action.shape[-1]))
+        out.scatter_(1, layout.action_index[..., None].expand(-1, -1, d), padded)
+        return out
