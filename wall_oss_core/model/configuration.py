@@ -155,6 +155,8 @@ class WallOssConfig:
             "hidden_act": "silu",
             "rms_norm_eps": text.rms_norm_eps,
             "pad_token_id": self.token_ids.pad,
+            "propri_token_id": self.token_ids.propri,
+            "action_token_id": self.token_ids.action,
         }
         if self.generation == "wall_oss_05":
             vlm = {
@@ -461,3 +463,33 @@ def _wall_x_token_fields(raw: dict[str, Any]) -> dict[str, Any]:
     defaults = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
                 "vision_end_token_id": 151653}
     return {k: raw.get(k, v) for k, v in defaults.items()}
+
+
+# ==================================================================== full-size presets
+
+QWEN25_VL_3B_VISION = {
+    "depth": 32, "hidden_size": 1280, "hidden_act": "silu", "intermediate_size": 3420, "num_heads": 16,
+    "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+    "tokens_per_second": 2, "window_size": 112, "out_hidden_size": 2048,
+    "fullatt_block_indexes": [7, 15, 23, 31],
+}
+
+
+def full_size_05_config(action_expert_mlp: int = 2048) -> WallOssConfig:
+    """Wall-OSS-0.5 at full size (Qwen2.5-VL-3B backbone, 1024-wide action expert, 26-dim actions).
+
+    The action-expert MLP width is not published (2048 assumed, 4096 possible).  The special-token ids are
+    those of the real Qwen2.5 tokenizer with <|propri|>/<|action|> appended.
+    """
+    return WallOssConfig(
+        generation="wall_oss_05",
+        text=TextDecoderConfig(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                               num_attention_heads=16, num_key_value_heads=2, rms_norm_eps=1e-6,
+                               rope_theta=1000000.0, mrope_section=(16, 24, 24)),
+        vision=dict(QWEN25_VL_3B_VISION),
+        experts=(ExpertConfig(2048, 11008), ExpertConfig(1024, action_expert_mlp)),
+        action=ActionHeadConfig(action_dim=26, state_dim=26, chunk_size=32, hidden_size=1024),
+        sampler=SamplerConfig(num_steps=10, time_scale=0.999),
+        token_ids=TokenIds(action=151666, propri=151665, image_pad=151655, video_pad=151656, vision_start=151652,
+                           vision_end=151653, pad=151643),
+    )
