@@ -12,6 +12,8 @@ from typing import Literal
 import numpy as np
 import yaml
 
+from wall_oss_core.paths import share_file
+
 ActionSpaceName = Literal["wall_oss_ee_relative", "joint_position"]
 ControllerInterface = Literal["forward_command", "joint_trajectory"]
 ACTION_SPACES: tuple[str, ...] = ("wall_oss_ee_relative", "joint_position")
@@ -171,9 +173,4 @@ def load_robot_config(path: str | Path) -> RobotConfig:
 
 def default_config_path() -> Path:
     """config/bimanual.yaml of this source tree or of an installed share/wall_oss."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "config" / "bimanual.yaml",
-                      here.parents[3] / "share" / "wall_oss" / "config" / "bimanual.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("config/bimanual.yaml not found next to wall_oss_core; pass a robot_config path")
+    return share_file("config/bimanual.yaml")
