@@ -385,7 +385,8 @@ _FLOW_MODEL_FIELDS = {"model_type", "architectures", "vision_config", "experts",
                       "agent_pos_config", "noise_scheduler", "chunk_size", "camera_key_mapping", "rope_scaling",
                       "rope_theta", "tie_word_embeddings", "num_experts", "attention_moe", "mlp_moe",
                       "image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
-                      *_TEXT_KEYS, "hidden_act", "rms_norm_eps", "pad_token_id"}
+                      *_TEXT_KEYS, "hidden_act", "rms_norm_eps", "pad_token_id", "propri_token_id",
+                      "action_token_id", "num_inference_timesteps"}
 
 
 def _flow_action_head(raw: dict[str, Any], where: str, hidden_size: int) -> tuple[ActionHeadConfig, dict, dict]:
@@ -449,7 +450,7 @@ def _parse_wall_x(raw: dict[str, Any], directory: Path | None) -> WallOssConfig:
         text=text_cfg,
         vision=_vision_config(vision, where),
         experts=(widths[0], widths[1]),
-        action=ActionHeadConfig(head.action_dim, head.state_dim, head.chunk_size, head.hidden_size),
+        action=head,
         sampler=_sampler(raw.get("noise_scheduler", {}), raw.get("num_inference_timesteps"), scale_times=False),
         token_ids=_token_ids(_wall_x_token_fields(raw), text, directory, where),
         dof_config=dof,
