@@ -442,6 +442,6 @@ def generate_checkpoint(out_dir: str | Path, size: str = "small", generation: st
         tensors.update(_decoder_tensors_flow(config, make))
         # Tied embeddings are stored once, as `lm_head.weight`, the way the released flow checkpoints are.
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / "model.safetensors"),
-                  metadata={"format": "pt", "model.embed_tokens.weight": "lm_head.weight"})
+                  metadata={"model.embed_tokens.weight": "lm_head.weight"})  # one entry: byte-stable header
     _write_lerobot_pipelines(directory, generation)
     return directory
