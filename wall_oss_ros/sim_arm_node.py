@@ -1,0 +1,295 @@
+"""sim_arm_node: the simulated bimanual arm, standing in for a robot's ros2_control controllers and cameras.
+
+It listens where the real controllers listen (`/<controller>/commands` as std_msgs/Float64MultiArray,
+or `/<controller>/joint_trajectory` as trajectory_msgs/JointTrajectory, as config/bimanual.yaml
+selects), integrates the joints with `wall_oss_core.sim.ArmDynamics` on a timer, publishes
+`/joint_states`, and renders the face and wrist cameras on a plain thread (rendering takes ~10 ms a
+camera and must not delay the physics timer). Malformed commands are rejected, counted and logged.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, fields
+
+import cv2
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from wall_oss_core.kinematics import BimanualKinematics
+from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
+from wall_oss_core.sim import ArmDynamics, ArmDynamicsConfig, SceneRenderer, TrajectoryTarget
+from wall_oss_ros.conversions import stamp_to_seconds
+
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+MAX_STEP = 0.05  # [s] a stalled process integrates at most this much at once instead of jumping
+
+
+@dataclass(frozen=True)
+class SimArmParams:
+    """Parameters of sim_arm_node (config/sim_arm.params.yaml holds the launch defaults)."""
+
+    robot_config: str = ""
+    physics_rate_hz: float = 250.0
+    joint_state_topic: str = "/joint_states"
+    lag_time_constant: float = 0.03
+    acceleration_headroom: float = 3.0
+    camera_rate_hz: float = 15.0
+    image_width: int = 640
+    image_height: int = 480
+    camera_fov_deg: float = 75.0
+    publish_raw_images: bool = True
+    publish_compressed_images: bool = False
+    jpeg_quality: int = 85
+    initial_positions: tuple[float, ...] = ()
+
+
+_DESCRIPTIONS = {
+    "robot_config": ("robot layout YAML; empty = the package's config/bimanual.yaml", None),
+    "physics_rate_hz": ("integration and /joint_states rate [Hz]", FloatingPointRange(from_value=50.0, to_value=1000.0)),
+    "joint_state_topic": ("where joint states are published", None),
+    "lag_time_constant": ("first-order servo tracking lag [s]", FloatingPointRange(from_value=0.005, to_value=1.0)),
+    "acceleration_headroom": ("motor acceleration / configured command acceleration limit",
+                              FloatingPointRange(from_value=1.0, to_value=100.0)),
+    "camera_rate_hz": ("camera frame rate [Hz]; 0 disables the cameras", FloatingPointRange(from_value=0.0, to_value=60.0)),
+    "image_width": ("camera image width [px]", IntegerRange(from_value=16, to_value=4096)),
+    "image_height": ("camera image height [px]", IntegerRange(from_value=16, to_value=4096)),
+    "camera_fov_deg": ("horizontal field of view of every camera [deg]", FloatingPointRange(from_value=10.0, to_value=170.0)),
+    "publish_raw_images": ("publish sensor_msgs/Image rgb8 on each camera topic", None),
+    "publish_compressed_images": ("publish sensor_msgs/CompressedImage (JPEG) on <camera topic>/compressed", None),
+    "jpeg_quality": ("JPEG quality of compressed images", IntegerRange(from_value=1, to_value=100)),
+    "initial_positions": ("start positions of the command joints; empty = the config's home pose", None),
+}
+
+
+def declare_params(node: Node) -> SimArmParams:
+    """Declare every parameter with its description and range, and return the validated values."""
+    values = {}
+    defaults = SimArmParams()
+    for field_info in fields(SimArmParams):
+        description, value_range = _DESCRIPTIONS[field_info.name]
+        descriptor = ParameterDescriptor(description=description)
+        if isinstance(value_range, FloatingPointRange):
+            descriptor.floating_point_range = [value_range]
+        elif isinstance(value_range, IntegerRange):
+            descriptor.integer_range = [value_range]
+        default = getattr(defaults, field_info.name)
+        if field_info.name == "initial_positions":  # an empty default cannot carry the array type
+            value = node.declare_parameter(field_info.name, Parameter.Type.DOUBLE_ARRAY, descriptor).value
+            values[field_info.name] = tuple(float(v) for v in (value or ()))
+        else:
+            values[field_info.name] = node.declare_parameter(field_info.name, default, descriptor).value
+    return SimArmParams(**values)
+
+
+class SimArmNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim_arm", **kwargs)
+        self.params = declare_params(self)
+        self.robot = load_robot_config(self.params.robot_config or default_config_path())
+        self.kinematics = BimanualKinematics(self.robot)
+        initial = np.asarray(self.params.initial_positions or self.robot.home_positions(), dtype=float)
+        if initial.shape != (len(self.robot.command_joints),) or not np.all(np.isfinite(initial)):
+            raise ValueError(f"initial_positions needs {len(self.robot.command_joints)} finite values "
+                             f"({', '.join(self.robot.command_joints)}), got {list(self.params.initial_positions)}")
+        self.dynamics = ArmDynamics.for_robot(
+            self.kinematics, initial,
+            ArmDynamicsConfig(lag_time_constant=self.params.lag_time_constant,
+                              acceleration_headroom=self.params.acceleration_headroom))
+        self._lock = threading.Lock()
+        self._trajectories: dict[str, tuple[np.ndarray, TrajectoryTarget]] = {}
+        self.rejected_commands = 0
+        self.accepted_commands = 0
+
+        mimic = [(m, self.kinematics.gripper_index(arm.name)) for arm in self.robot.arms for m in arm.gripper_mimic_joints]
+        self._state_names = list(self.robot.command_joints) + [name for name, _ in mimic]
+        self._state_order = np.array(list(range(len(self.robot.command_joints))) + [index for _, index in mimic])
+        self._joint_state_pub = self.create_publisher(JointState, self.params.joint_state_topic, 10)
+
+        self._controller_joints = self._controller_layout()
+        for controller, indices in self._controller_joints.items():
+            if self.robot.controller_interface == "forward_command":
+                self.create_subscription(Float64MultiArray, f"/{controller}/commands",
+                                         lambda msg, c=controller: self._on_forward_command(c, msg), COMMAND_QOS)
+            else:
+                self.create_subscription(JointTrajectory, f"/{controller}/joint_trajectory",
+                                         lambda msg, c=controller: self._on_trajectory(c, msg), COMMAND_QOS)
+
+        self._last_step = time.monotonic()
+        self.create_timer(1.0 / self.params.physics_rate_hz, self._on_physics_tick)
+        self._stop = threading.Event()
+        self._camera_thread = None
+        if self.params.camera_rate_hz > 0 and (self.params.publish_raw_images or self.params.publish_compressed_images):
+            self._start_cameras()
+        self.get_logger().info(
+            f"simulating {len(self.robot.command_joints)} joints at {self.params.physics_rate_hz:g} Hz "
+            f"({self.robot.controller_interface} controllers: {', '.join(self._controller_joints)}); "
+            f"cameras at {self.params.camera_rate_hz:g} Hz")
+
+    def _controller_layout(self) -> dict[str, np.ndarray]:
+        """Controller name → indices of its joints in the command vector (arm joints, or the gripper)."""
+        layout = {}
+        for arm in self.robot.arms:
+            layout[arm.controller] = np.arange(len(self.robot.command_joints))[self.kinematics.arm_slice(arm.name)]
+            layout[arm.gripper_controller] = np.array([self.kinematics.gripper_index(arm.name)])
+        return layout
+
+    def _reject(self, controller: str, reason: str) -> None:
+        self.rejected_commands += 1
+        self.get_logger().warning(f"rejected command for {controller} ({self.rejected_commands} so far): {reason}",
+                                  throttle_duration_sec=1.0)
+
+    def _on_forward_command(self, controller: str, msg: Float64MultiArray) -> None:
+        indices = self._controller_joints[controller]
+        values = np.asarray(msg.data, dtype=float)
+        if values.shape != indices.shape:
+            self._reject(controller, f"{values.size} values for {indices.size} joints")
+            return
+        if not np.all(np.isfinite(values)):
+            self._reject(controller, "non-finite position")
+            return
+        with self._lock:
+            self._trajectories.pop(controller, None)
+            self.dynamics.set_targets(indices, values)
+        self.accepted_commands += 1
+
+    def _on_trajectory(self, controller: str, msg: JointTrajectory) -> None:
+        indices = self._controller_joints[controller]
+        expected = [self.robot.command_joints[i] for i in indices]
+        if sorted(msg.joint_names) != sorted(expected):
+            self._reject(controller, f"joint_names {list(msg.joint_names)} are not the controller's joints {expected}")
+            return
+        order = [list(msg.joint_names).index(name) for name in expected]
+        if not msg.points or any(len(p.positions) != len(expected) for p in msg.points):
+            self._reject(controller, "every trajectory point needs one position per joint")
+            return
+        times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+        positions = np.array([np.asarray(p.positions, dtype=float)[order] for p in msg.points])
+        stamp = stamp_to_seconds(msg.header.stamp)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        start = stamp if stamp > 0 else now
+        with self._lock:
+            try:
+                trajectory = TrajectoryTarget(start, self.dynamics.positions[indices], times, positions)
+            except ValueError as error:
+                self._reject(controller, str(error))
+                return
+            self._trajectories[controller] = (indices, trajectory)
+        self.accepted_commands += 1
+
+    def _on_physics_tick(self) -> None:
+        now_monotonic = time.monotonic()
+        dt = min(now_monotonic - self._last_step, MAX_STEP)
+        self._last_step = now_monotonic
+        stamp = self.get_clock().now()
+        with self._lock:
+            t = stamp.nanoseconds * 1e-9
+            for indices, trajectory in self._trajectories.values():
+                self.dynamics.set_targets(indices, trajectory.sample(t))
+            self.dynamics.step(dt)
+            positions = self.dynamics.positions[self._state_order]
+            velocities = self.dynamics.velocities[self._state_order]
+        msg = JointState()
+        msg.header.stamp = stamp.to_msg()
+        msg.name = self._state_names
+        msg.position = positions.tolist()
+        msg.velocity = velocities.tolist()
+        self._joint_state_pub.publish(msg)
+
+    # ---------------------------------------------------------------------------------------------
+    # cameras
+
+    def _start_cameras(self) -> None:
+        params = self.params
+        self.renderer = SceneRenderer(self.kinematics, params.image_width, params.image_height, params.camera_fov_deg)
+        self._camera_pubs = {}
+        for camera in self.robot.cameras:
+            raw = self.create_publisher(Image, camera.topic, qos_profile_sensor_data) if params.publish_raw_images else None
+            compressed = (self.create_publisher(CompressedImage, camera.topic + "/compressed", qos_profile_sensor_data)
+                          if params.publish_compressed_images else None)
+            self._camera_pubs[camera.name] = (camera.frame, raw, compressed)
+        self._camera_thread = threading.Thread(target=self._camera_loop, name="sim_cameras", daemon=True)
+        self._camera_thread.start()
+
+    def _camera_loop(self) -> None:
+        period = 1.0 / self.params.camera_rate_hz
+        next_time = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                positions = self.dynamics.positions.copy()
+            stamp = self.get_clock().now().to_msg()
+            try:
+                frames = self.renderer.render(positions)
+                self._publish_frames(frames, stamp)
+            except Exception as error:  # a rendering bug must not silently stop the cameras
+                self.get_logger().error(f"camera rendering failed: {error!r}", throttle_duration_sec=5.0)
+            next_time += period
+            delay = next_time - time.monotonic()
+            if delay < 0:  # cannot keep up: skip ahead instead of bursting
+                next_time = time.monotonic()
+                delay = 0.0
+            self._stop.wait(delay)
+
+    def _publish_frames(self, frames: dict[str, np.ndarray], stamp) -> None:
+        for name, rgb in frames.items():
+            frame_id, raw_pub, compressed_pub = self._camera_pubs[name]
+            if raw_pub is not None:
+                msg = Image()
+                msg.header.stamp = stamp
+                msg.header.frame_id = frame_id
+                msg.height, msg.width = rgb.shape[:2]
+                msg.encoding = "rgb8"
+                msg.step = rgb.shape[1] * 3
+                msg.data = rgb.tobytes()
+                raw_pub.publish(msg)
+            if compressed_pub is not None:
+                ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                           [cv2.IMWRITE_JPEG_QUALITY, self.params.jpeg_quality])
+                if ok:
+                    msg = CompressedImage()
+                    msg.header.stamp = stamp
+                    msg.header.frame_id = frame_id
+                    msg.format = "rgb8; jpeg compressed bgr8"
+                    msg.data = encoded.tobytes()
+                    compressed_pub.publish(msg)
+
+    def stop_cameras(self) -> None:
+        self._stop.set()
+        if self._camera_thread is not None:
+            self._camera_thread.join(timeout=2.0)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = SimArmNode()
+    except (ConfigError, ValueError, FileNotFoundError, ParameterException) as error:
+        print(f"sim_arm_node: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop_cameras()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
