@@ -39,23 +39,27 @@ def packed_rows(pixels: np.ndarray, padding: int) -> tuple[bytes, int]:
 
 @pytest.mark.parametrize("padding", [0, 3])
 @pytest.mark.parametrize("encoding", SUPPORTED_ENCODINGS)
-def test_raw_encodings_become_rgb_views(encoding, padding):
+def test_raw_encodings_become_rgb(encoding, padding):
     pixels, expected = encode(RGB, encoding)
     data, step = packed_rows(pixels, padding)
     rgb = raw_to_rgb(data, 5, 7, encoding, step)
     assert rgb.shape == (5, 7, 3) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb, expected)
-    assert np.shares_memory(rgb, np.frombuffer(data, np.uint8)), "conversion must not copy the frame"
-    assert not rgb.flags.writeable
+    if encoding == "rgb8":
+        assert np.shares_memory(rgb, np.frombuffer(data, np.uint8)), "rgb8 must not be copied"
+        assert not rgb.flags.writeable, "the view must not let anyone write into the message"
+    else:
+        assert rgb.flags.c_contiguous, "converted frames are contiguous, ready for PIL / torch"
 
 
 def test_rclpy_image_message_is_viewed_in_place():
-    pixels, expected = encode(RGB, "bgr8")
-    data, step = packed_rows(pixels, 2)
-    msg = Image(height=5, width=7, encoding="bgr8", step=step, data=array.array("B", data))
+    data, step = packed_rows(RGB, 2)
+    msg = Image(height=5, width=7, encoding="rgb8", step=step, data=array.array("B", data))
     rgb = image_msg_to_rgb(msg)
-    np.testing.assert_array_equal(rgb, expected)
+    np.testing.assert_array_equal(rgb, RGB)
     assert np.shares_memory(rgb, np.frombuffer(msg.data, np.uint8))
+    np.testing.assert_array_equal(image_msg_to_rgb(Image(height=5, width=7, encoding="bgr8", step=21,
+                                                         data=array.array("B", RGB[:, :, ::-1].tobytes()))), RGB)
 
 
 def test_rosbags_image_message_converts_with_the_same_function():

@@ -1,11 +1,12 @@
-"""Camera frames → numpy RGB uint8 (H, W, 3), without ROS and without copying where possible.
+"""Camera frames → numpy RGB uint8 (H, W, 3), without ROS, copying only when the pixels must change.
 
-cv_bridge for ROS 2 is not installable here, and a copy per frame is wasted work: every raw
-encoding we accept is 8-bit, so the frame is a strided view of the message buffer
-(`np.frombuffer`, honouring `step` row padding). Channel order is fixed by slicing (BGR → RGB is a
-negative-stride view; mono is broadcast to three channels with a zero stride), so the result is
-read-only and may be non-contiguous; consumers that need contiguous memory (a model's
-preprocessing) copy once, at the point where they resize anyway.
+cv_bridge for ROS 2 is not installable here. Every raw encoding we accept is 8-bit, so the frame is
+first viewed in place (`np.frombuffer`, honouring `step` row padding). An rgb8 frame is returned as
+that read-only view: zero copies. Other encodings need their channels reordered, dropped or
+replicated; a strided numpy view could do that without copying, but whoever later needs contiguous
+memory (PIL, torch) would then pay numpy's per-element strided copy, about 100x slower than one
+OpenCV conversion (bench/bench_image_conversion.py). So those are converted once, here, with
+cv2.cvtColor straight from the message buffer.
 
 The `*_msg_*` functions only read attributes, so they accept rclpy messages and rosbags messages
 alike (the live node and offline bag evaluation convert frames with the same code).
@@ -15,13 +16,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-# encoding → (channels per pixel, channel index order that yields R, G, B)
-_LAYOUTS: dict[str, tuple[int, slice | None]] = {
-    "rgb8": (3, slice(None)),
-    "bgr8": (3, slice(None, None, -1)),
-    "rgba8": (4, slice(0, 3)),
-    "bgra8": (4, slice(2, None, -1)),
-    "mono8": (1, None),
+# encoding → (bytes per pixel, OpenCV conversion to RGB; None = already RGB, served as a view)
+_LAYOUTS: dict[str, tuple[int, int | None]] = {
+    "rgb8": (3, None),
+    "bgr8": (3, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, cv2.COLOR_GRAY2RGB),
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUTS)
 COMPRESSED_FORMATS: tuple[str, ...] = ("jpeg", "png")
@@ -37,7 +38,8 @@ class ImageError(ValueError):
 
 
 def raw_to_rgb(data, height: int, width: int, encoding: str, step: int) -> np.ndarray:
-    """View an 8-bit raw frame as (height, width, 3) RGB uint8 without copying.
+    """An 8-bit raw frame as (height, width, 3) RGB uint8: a read-only view of `data` for rgb8, one
+    OpenCV conversion for the other encodings.
 
     data: any buffer (bytes, array.array, memoryview, uint8 ndarray); step: bytes per row (≥ width ×
     bytes per pixel; extra bytes are row padding and are skipped by the view's stride).
@@ -45,7 +47,7 @@ def raw_to_rgb(data, height: int, width: int, encoding: str, step: int) -> np.nd
     if encoding not in _LAYOUTS:
         raise ImageError("unknown_encoding",
                          f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
-    channels, order = _LAYOUTS[encoding]
+    channels, conversion = _LAYOUTS[encoding]
     height, width, step = int(height), int(width), int(step)
     if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
         raise ImageError("bad_size", f"image size {width}x{height} is not a valid camera frame")
@@ -57,15 +59,17 @@ def raw_to_rgb(data, height: int, width: int, encoding: str, step: int) -> np.nd
     if buffer.size != step * height:
         raise ImageError("size_mismatch", f"{encoding} {width}x{height} with step {step} needs {step * height} "
                                           f"bytes, got {buffer.size}")
-    pixels = np.lib.stride_tricks.as_strided(buffer, shape=(height, width, channels),
-                                             strides=(step, channels, 1), writeable=False)
-    if order is None:
-        return np.broadcast_to(pixels, (height, width, 3))
-    return pixels[:, :, order]
+    # rows of `step` bytes, padding cut off; splitting the contiguous row into pixels is still a view
+    rows = buffer.reshape(height, step)[:, :row_bytes]
+    if conversion is None:
+        pixels = rows.reshape(height, width, 3)
+        pixels.flags.writeable = False  # the frame belongs to the message
+        return pixels
+    return cv2.cvtColor(rows.reshape(height, width, channels) if channels > 1 else rows, conversion)
 
 
 def image_msg_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image (rclpy or rosbags) → RGB view; see `raw_to_rgb`."""
+    """sensor_msgs/Image (rclpy or rosbags) → RGB; see `raw_to_rgb`."""
     return raw_to_rgb(msg.data, msg.height, msg.width, msg.encoding, msg.step)
 
 
