@@ -84,10 +84,13 @@ class ArmDynamics:
         tau = self.config.lag_time_constant
         for _ in range(substeps):
             error = self.targets - self.positions
-            # Speed wanted by the lag, capped by the velocity limit and by the speed from which the joint
-            # can still stop at the target with its acceleration limit (no overshoot).
-            speed = np.minimum(np.abs(error) / tau,
-                               np.minimum(self.velocity_limit, np.sqrt(2.0 * self.acceleration_limit * np.abs(error))))
+            distance = np.abs(error)
+            # Speed wanted by the lag, capped by the velocity limit and by the fastest speed from which
+            # the joint still stops at the target with its acceleration limit in steps of h (the
+            # stopping distance of this integrator is v²/2a + v·h/2), so it never overshoots.
+            half_step = 0.5 * self.acceleration_limit * h
+            stoppable = np.sqrt(half_step ** 2 + 2.0 * self.acceleration_limit * distance) - half_step
+            speed = np.minimum(distance / tau, np.minimum(self.velocity_limit, stoppable))
             wanted = np.sign(error) * speed
             max_change = self.acceleration_limit * h
             self.velocities += np.clip(wanted - self.velocities, -max_change, max_change)
@@ -309,25 +312,29 @@ class SceneRenderer:
 
     def _render_view(self, camera_pose: np.ndarray, faces: np.ndarray, normals: np.ndarray,
                      colors: np.ndarray) -> np.ndarray:
+        """Painter's algorithm: back faces culled, faces clipped at the near plane, far to near. Faces
+        at or below the table top go first: the table's large faces have centroids nearer than objects
+        standing on its far side, and nothing rests under it."""
         image = self._background.copy()
         rotation, origin = camera_pose[:3, :3], camera_pose[:3, 3]
-        centroids = faces.mean(axis=1)
-        facing = np.einsum("ij,ij->i", normals, origin - centroids) > 0  # back faces are hidden
+        facing = np.einsum("ij,ij->i", normals, origin - faces.mean(axis=1)) > 0  # back faces are hidden
+        under_table = np.all(faces[facing][..., 2] <= TABLE_TOP_Z + 1e-6, axis=1)
         camera_faces = (faces[facing] - origin) @ rotation  # world → camera: Rᵀ (p - o)
         face_colors = colors[facing]
         depth = camera_faces[..., 2]
         in_front = np.all(depth > _NEAR_PLANE, axis=1)
         partly = ~in_front & np.any(depth > _NEAR_PLANE, axis=1)
-        polygons: list[tuple[float, np.ndarray, np.ndarray]] = []
+        polygons: list[tuple[bool, float, np.ndarray, np.ndarray]] = []
         projected = self.intrinsics.project(camera_faces[in_front])
-        for mean_depth, pixels, color in zip(depth[in_front].mean(axis=1), projected, face_colors[in_front]):
-            polygons.append((mean_depth, pixels, color))
-        for face, color in zip(camera_faces[partly], face_colors[partly]):
+        for low, mean_depth, pixels, color in zip(under_table[in_front], depth[in_front].mean(axis=1), projected,
+                                                  face_colors[in_front]):
+            polygons.append((not low, -mean_depth, pixels, color))
+        for low, face, color in zip(under_table[partly], camera_faces[partly], face_colors[partly]):
             clipped = _clip_near(face)
-            polygons.append((clipped[:, 2].mean(), self.intrinsics.project(clipped), color))
-        polygons.sort(key=lambda item: -item[0])  # far to near
+            polygons.append((not low, -clipped[:, 2].mean(), self.intrinsics.project(clipped), color))
+        polygons.sort(key=lambda item: (item[0], item[1]))
         limit = 8.0 * max(self.intrinsics.width, self.intrinsics.height)  # keeps fixed-point coordinates in range
-        for _, pixels, color in polygons:
+        for _, _, pixels, color in polygons:
             points = np.round(np.clip(pixels, -limit, limit) * 16).astype(np.int32)
             cv2.fillConvexPoly(image, points, tuple(float(c) for c in color), lineType=cv2.LINE_AA, shift=4)
         return image
