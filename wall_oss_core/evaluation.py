@@ -90,7 +90,7 @@ class EvaluationConfig:
         return f"/{self.namespace.strip('/')}/{relative}" if self.namespace.strip("/") else f"/{relative}"
 
 
-def _stamp(msg) -> float:
+def header_stamp(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
@@ -110,7 +110,9 @@ class JointTrajectory:
                         axis=-1)
 
 
-def _joint_trajectory(messages: Iterable[BagMessage], config: RobotConfig, skipped: Counter) -> JointTrajectory:
+def joint_trajectory_from_messages(messages: Iterable[BagMessage], config: RobotConfig, skipped: Counter
+                                   ) -> JointTrajectory:
+    """Command-joint positions of JointState messages by header stamp; invalid or reordered ones are counted."""
     from wall_oss_core.observation import select_joints
 
     times, rows = [], []
@@ -120,7 +122,7 @@ def _joint_trajectory(messages: Iterable[BagMessage], config: RobotConfig, skipp
         except InputRejected as error:
             skipped[f"joint_state:{error.reason}"] += 1
             continue
-        t = _stamp(item.message)
+        t = header_stamp(item.message)
         if times and t <= times[-1]:
             skipped["joint_state:reordered"] += 1
             continue
@@ -357,7 +359,7 @@ class EvaluationResult:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
-class _StampedFeeder:
+class BagObservationFeeder:
     """Feeds bag messages to the assembler in header-stamp order up to an instant, reading ahead a bounded
     window of the receive-time-ordered stream (inputs arrive after they are stamped)."""
 
@@ -382,7 +384,7 @@ class _StampedFeeder:
                 self.exhausted = True
                 break
             self.last_read = item.log_time
-            release = item.log_time if item.topic == self.instruction_topic else _stamp(item.message)
+            release = item.log_time if item.topic == self.instruction_topic else header_stamp(item.message)
             self.pending.append((release, item))
         ready = sorted((p for p in self.pending if p[0] <= instant), key=lambda p: p[0])
         self.pending = deque(p for p in self.pending if p[0] > instant)
@@ -404,7 +406,7 @@ class _StampedFeeder:
             self.rejections[f"{item.topic}:{error.reason}"] += 1
 
 
-def _camera_topics(reader: BagReader, config: RobotConfig) -> dict[str, str]:
+def camera_topics(reader: BagReader, config: RobotConfig) -> dict[str, str]:
     topics = {}
     for camera in config.cameras:
         for candidate in (camera.topic, camera.topic.rstrip("/") + "/compressed"):
@@ -430,14 +432,14 @@ class Evaluator:
         chunk_topic, instruction_topic = config.topic("action_chunk"), config.topic("instruction")
         with BagReader(bag) as reader:
             reader.check_topics([config.joint_states_topic])
-            cameras = _camera_topics(reader, self.robot)
+            cameras = camera_topics(reader, self.robot)
             missing = [c.name for c in self.robot.cameras if c.name not in cameras]
             if missing:
                 raise BagError(f"bag {bag} has no frames for cameras {missing} (looked for "
                                f"{[c.topic for c in self.robot.cameras if c.name in missing]} and their /compressed); "
                                f"it has {sorted(reader.topics)}")
             skipped_inputs: Counter[str] = Counter()
-            trajectory = _joint_trajectory(reader.messages([config.joint_states_topic]), self.robot, skipped_inputs)
+            trajectory = joint_trajectory_from_messages(reader.messages([config.joint_states_topic]), self.robot, skipped_inputs)
             if len(trajectory.times) < 2:
                 raise EvaluationError(f"bag {bag} holds fewer than two usable joint states")
             recorded = self._recorded_chunks(reader, chunk_topic, skipped_inputs)
@@ -497,7 +499,7 @@ class Evaluator:
             instants = [c.stamp for c in recorded]
         elif mode == "frames":
             first_camera = cameras[self.robot.cameras[0].name]
-            instants = [_stamp(item.message) for item in reader.messages([first_camera])]
+            instants = [header_stamp(item.message) for item in reader.messages([first_camera])]
         else:
             start, end = trajectory.times[0], trajectory.times[-1]
             instants = list(np.arange(start + self.config.assembly.camera_max_age, end, self.config.period))
@@ -508,7 +510,7 @@ class Evaluator:
              comparison, rejections) -> list[Chunk]:
         assembler = ObservationAssembler(self.kinematics, self.config.assembly)
         topics = list(cameras.values()) + [self.config.joint_states_topic, instruction_topic]
-        feeder = _StampedFeeder(reader.messages(topics), assembler, cameras, self.config.joint_states_topic,
+        feeder = BagObservationFeeder(reader.messages(topics), assembler, cameras, self.config.joint_states_topic,
                                 instruction_topic, self.config.lookahead, rejections)
         recorded_stamps = [c.stamp for c in recorded]
         predicted_chunks = []
