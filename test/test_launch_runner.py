@@ -1,0 +1,333 @@
+"""The launch runner: the YAML launch format subset resolved to command lines, and the supervision
+rules (prefixed output, Ctrl-C → clean exit 0, a dying node → the others stopped and exit 1) with
+real node processes."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT, wait_for
+
+from wall_oss_ros.launch_runner import LaunchError, parse_assignments, plan_launch, resolve_launch_file
+
+
+def _write(tmp_path: Path, text: str, name: str = "test.launch.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _ros_args(command: list[str]) -> list[str]:
+    return command[command.index("--ros-args") + 1:]
+
+
+def _params_files(command: list[str]) -> list[Path]:
+    args = _ros_args(command)
+    return [Path(args[i + 1]) for i, word in enumerate(args) if word == "--params-file"]
+
+
+def test_node_command_line_parameters_and_remaps(tmp_path, monkeypatch):
+    monkeypatch.setenv("WALL_OSS_TEST_RATE", "333.0")
+    params = tmp_path / "extra.params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    physics_rate_hz: 300.0\n")
+    path = _write(tmp_path, f"""
+        launch:
+        - arg: {{name: ns, default: robot_a}}
+        - arg: {{name: width, default: "320"}}
+        - let: {{name: topic, value: "/$(var ns)/joints"}}
+        - node:
+            pkg: wall_oss
+            exec: sim_arm_node
+            name: arm
+            namespace: "$(var ns)"
+            param:
+            - from: "{params}"
+            - {{name: image_width, value: "$(var width)"}}
+            - {{name: camera_fov_deg, value: "$(env WALL_OSS_TEST_RATE)"}}
+            - {{name: publish_compressed_images, value: "true"}}
+            - {{name: robot_config, value: "$(find-pkg-share wall_oss)/config/bimanual.yaml"}}
+            - {{name: joint_state_topic, value: "$(var topic)"}}
+            - {{name: initial_positions, value: [0.0, 1.5]}}
+            - from: "$(dirname)/extra.params.yaml"
+            - {{name: jpeg_quality, value: 70}}
+            remap:
+            - {{from: /joint_states, to: "/$(var ns)/joint_states"}}
+        """)
+    plan = plan_launch(path, {"width": "800"})
+    try:
+        node = plan.node("arm")
+        assert node.namespace == "/robot_a" and node.fully_qualified_name == "/robot_a/arm"
+        assert node.command[:3] == [sys.executable, "-m", "wall_oss_ros.sim_arm_node"]
+        args = _ros_args(node.command)
+        assert args[:4] == ["-r", "__node:=arm", "-r", "__ns:=/robot_a"]
+        assert args[-2:] == ["-r", "/joint_states:=/robot_a/joint_states"]
+        files = _params_files(node.command)
+        # file, inline block, the same file again, inline block: order preserved so later ones win
+        assert files[0] == params and files[2] == params and len(files) == 4
+        first_inline = yaml.safe_load(files[1].read_text())["/**"]["ros__parameters"]
+        assert first_inline == {"image_width": 800, "camera_fov_deg": 333.0, "publish_compressed_images": True,
+                                "robot_config": str(REPO_ROOT / "config" / "bimanual.yaml"),
+                                "joint_state_topic": "/robot_a/joints", "initial_positions": [0.0, 1.5]}
+        assert yaml.safe_load(files[3].read_text())["/**"]["ros__parameters"] == {"jpeg_quality": 70}
+        assert plan.arguments == {"ns": "robot_a", "width": "800"}
+    finally:
+        plan.cleanup()
+    assert not plan.params_dir.exists()
+
+
+def test_empty_and_text_values_stay_strings(tmp_path):
+    path = _write(tmp_path, """
+        launch:
+        - arg: {name: checkpoint, default: ""}
+        - node:
+            pkg: wall_oss
+            exec: sim_arm_node
+            param:
+            - {name: robot_config, value: "$(var checkpoint)"}
+            - {name: joint_state_topic, value: "a: b"}
+        """)
+    plan = plan_launch(path)
+    try:
+        node = plan.node("sim_arm_node")  # name defaults to the executable
+        values = yaml.safe_load(_params_files(node.command)[0].read_text())["/**"]["ros__parameters"]
+        assert values == {"robot_config": "", "joint_state_topic": "a: b"}
+        assert "__ns:=" not in " ".join(node.command)  # root namespace: no remap
+    finally:
+        plan.cleanup()
+
+
+def test_conditions_groups_namespaces_and_includes(tmp_path):
+    _write(tmp_path, """
+        launch:
+        - arg: {name: who, default: inner_default}
+        - arg: {name: extra, default: "false"}
+        - node: {pkg: wall_oss, exec: sim_arm_node, name: "$(var who)", namespace: child}
+        - node: {pkg: wall_oss, exec: sim_arm_node, name: extra_node, if: "$(var extra)"}
+        """, "inner.launch.yaml")
+    path = _write(tmp_path, """
+        launch:
+        - arg: {name: use_b, default: "false"}
+        - arg: {name: skip_a, default: "0"}
+        - node: {pkg: wall_oss, exec: sim_arm_node, name: a, unless: "$(var skip_a)"}
+        - node: {pkg: wall_oss, exec: sim_arm_node, name: b, if: "$(var use_b)"}
+        - group:
+            children:
+            - push_ros_namespace: {namespace: outer}
+            - let: {name: who, value: from_group}
+            - include:
+                file: "$(dirname)/inner.launch.yaml"
+                arg:
+                - {name: extra, value: "true"}
+            - node: {pkg: wall_oss, exec: sim_arm_node, name: absolute, namespace: /elsewhere}
+        - group:
+            if: "false"
+            children:
+            - node: {pkg: wall_oss, exec: sim_arm_node, name: never}
+        - node: {pkg: wall_oss, exec: sim_arm_node, name: after_group}
+        """)
+    plan = plan_launch(path, {"use_b": "true"})
+    try:
+        names = {node.name: node.namespace for node in plan.nodes}
+        # the group's `let` reaches the include; push_ros_namespace stays inside the scoped group
+        assert names == {"a": "/", "b": "/", "from_group": "/outer/child", "extra_node": "/outer",
+                         "absolute": "/elsewhere", "after_group": "/"}
+        assert set(plan.arguments) == {"use_b", "skip_a"}  # only the top-level file's arguments
+    finally:
+        plan.cleanup()
+    plan = plan_launch(path, {"skip_a": "true"})
+    try:
+        assert [n.name for n in plan.nodes][:1] == ["from_group"]
+    finally:
+        plan.cleanup()
+
+
+def test_nodes_of_missing_packages_are_skipped_and_installed_ones_found(tmp_path, monkeypatch):
+    prefix = tmp_path / "prefix"
+    executable = prefix / "lib" / "tool_pkg" / "tool"
+    executable.parent.mkdir(parents=True)
+    executable.write_text("#!/bin/sh\nexit 0\n")
+    executable.chmod(0o755)
+    (prefix / "share" / "tool_pkg").mkdir(parents=True)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    path = _write(tmp_path, """
+        launch:
+        - node: {pkg: rviz2, exec: rviz2, name: rviz, args: "-d $(find-pkg-share rviz2)/never_evaluated.rviz"}
+        - node: {pkg: tool_pkg, exec: tool, name: tool, args: "--config $(find-pkg-share tool_pkg)/x.yaml"}
+        """)
+    plan = plan_launch(path)
+    try:
+        assert [n.name for n in plan.nodes] == ["tool"]
+        assert plan.node("tool").command[:3] == [str(executable), "--config", str(prefix / "share/tool_pkg/x.yaml")]
+        assert plan.skipped == ["rviz: rviz2/rviz2 is not installed here; node skipped"]
+    finally:
+        plan.cleanup()
+
+
+@pytest.mark.parametrize("body, arguments, message", [
+    ("- arg: {name: a}", {}, "has no default; pass a:=VALUE"),
+    ("- arg: {name: a, default: x}", {"b": "1"}, r"unknown launch arguments \['b'\]"),
+    ("- node: {pkg: wall_oss, exec: sim_arm_node, name: $(var nope)}", {}, "'nope' is not declared"),
+    ("- node: {pkg: wall_oss, exec: sim_arm_node, name: $(eval 1)}", {}, "unsupported substitution"),
+    ("- node: {pkg: wall_oss, exec: sim_arm_node, name: \"$(var a\"}", {}, "unclosed substitution"),
+    ("- node: {pkg: wall_oss, exec: sim_arm_node, if: maybe}", {}, "must be true/false/1/0"),
+    ("- node: {pkg: wall_oss, exec: no_such_node}", {}, "has no executable 'no_such_node'"),
+    ("- node: {pkg: wall_oss, exec: sim_arm_node, respawn: true}", {}, r"unsupported node attributes \['respawn'\]"),
+    ("- node: {pkg: wall_oss, exec: sim_arm_node, param: [{from: /no/such.yaml}]}", {}, "does not exist"),
+    ("- node: {pkg: wall_oss, exec: sim_arm_node}\n- node: {pkg: wall_oss, exec: sim_arm_node}", {}, "two nodes named"),
+    ("- timer: {period: 1}", {}, "unsupported launch entity 'timer'"),
+    ("- node: {pkg: wall_oss, exec: sim_arm_node, name: $(env WALL_OSS_SURELY_UNSET)}", {}, "is not set"),
+    ("- include: {file: missing.launch.yaml}", {}, "does not exist"),
+    ("- node: {pkg: nowhere, exec: x, args: $(find-pkg-share nowhere)}\n- node: {pkg: wall_oss, exec: sim_arm_node, "
+     "args: $(find-pkg-share nowhere)}", {}, "package 'nowhere' not found"),
+])
+def test_launch_file_errors_are_clear(tmp_path, body, arguments, message):
+    path = _write(tmp_path, "launch:\n" + body + "\n")
+    with pytest.raises(LaunchError, match=message):
+        plan_launch(path, arguments)
+
+
+def test_argument_words_and_file_lookup(tmp_path):
+    assert parse_assignments(["a:=1", "b:=", "c:=x:=y"]) == {"a": "1", "b": "", "c": "x:=y"}
+    with pytest.raises(LaunchError, match="name:=value"):
+        parse_assignments(["a=1"])
+    assert resolve_launch_file("sim.launch.yaml") == REPO_ROOT / "launch" / "sim.launch.yaml"
+    with pytest.raises(LaunchError, match="not found"):
+        resolve_launch_file("nothing.launch.yaml")
+    bad = tmp_path / "bad.launch.yaml"
+    bad.write_text("launch: {node: 1}\n")
+    with pytest.raises(LaunchError, match="list of entities"):
+        plan_launch(bad)
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+SIM_NODES = """
+launch:
+- node:
+    pkg: wall_oss
+    exec: sim_arm_node
+    name: {first}
+    param: [{{name: camera_rate_hz, value: 0.0}}, {{name: joint_state_topic, value: /{first}/joint_states}}]
+- node:
+    pkg: wall_oss
+    exec: sim_arm_node
+    name: {second}
+    param: [{{name: camera_rate_hz, value: 0.0}}, {{name: joint_state_topic, value: /{second}/joint_states}}]
+"""
+
+
+class _Runner:
+    """`wall-oss launch` in its own process; collects its output lines on a thread."""
+
+    def __init__(self, path: Path, *arguments: str):
+        import threading
+
+        self.process = subprocess.Popen([sys.executable, "-m", "wall_oss_ros.cli", "launch", str(path), *arguments],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True, env=os.environ.copy())
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(self.process.stdout.readline, "")),
+                                        daemon=True)
+        self._thread.start()
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def pids(self) -> dict[str, int]:
+        return {m.group(1).rsplit("/", 1)[-1]: int(m.group(2))
+                for m in re.finditer(r"\[launch\] started (\S+) \(pid (\d+)\)", self.output())}
+
+    def close(self):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._thread.join(5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def runner():
+    started = []
+
+    def start(path, *arguments):
+        started.append(_Runner(path, *arguments))
+        return started[-1]
+
+    yield start
+    for item in started:
+        item.close()
+        for pid in item.pids().values():  # a failed test must not leave nodes behind
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_every_node_and_exits_zero(tmp_path, ros_node, runner):
+    from sensor_msgs.msg import JointState
+
+    path = _write(tmp_path, SIM_NODES.format(first="sim_a", second="sim_b"))
+    launched = runner(path)
+    received = set()
+    for name in ("sim_a", "sim_b"):
+        ros_node.create_subscription(JointState, f"/{name}/joint_states", lambda _, n=name: received.add(n), 10)
+    wait_for(lambda: received == {"sim_a", "sim_b"}, 30, poll=ros_node.spin_briefly,
+             message="joint states from both launched nodes")
+    wait_for(lambda: "[sim_a] [INFO]" in launched.output() and "[sim_b] [INFO]" in launched.output(), 10,
+             message="node output prefixed with the node name")
+    pids = launched.pids()
+    os.killpg(launched.process.pid, signal.SIGINT)
+    assert launched.process.wait(30) == 0, launched.output()
+    assert not any(_alive(pid) for pid in pids.values())
+    assert "interrupted; stopping all nodes" in launched.output()
+
+
+def test_a_dying_node_stops_the_others_and_fails_the_launch(tmp_path, ros_node, runner):
+    from sensor_msgs.msg import JointState
+
+    path = _write(tmp_path, SIM_NODES.format(first="steady", second="doomed"))
+    launched = runner(path)
+    received = set()
+    ros_node.create_subscription(JointState, "/doomed/joint_states", lambda _: received.add(1), 10)
+    wait_for(lambda: received and len(launched.pids()) == 2, 30, poll=ros_node.spin_briefly,
+             message="the launched nodes running")
+    pids = launched.pids()
+    os.killpg(pids["doomed"], signal.SIGKILL)
+    assert launched.process.wait(30) == 1
+    assert "node 'doomed' died (exit code -9); stopping the others" in launched.output()
+    wait_for(lambda: not _alive(pids["steady"]), 5, message="the surviving node stopped")
+
+
+def test_a_node_that_fails_at_startup_fails_the_launch(tmp_path, runner):
+    path = _write(tmp_path, """
+        launch:
+        - node:
+            pkg: wall_oss
+            exec: sim_arm_node
+            name: misconfigured
+            param: [{name: initial_positions, value: [1.0]}]
+        """)
+    launched = runner(path)
+    assert launched.process.wait(60) == 1
+    assert "node 'misconfigured' died (exit code 2)" in launched.output()
+    assert "[misconfigured] sim_arm_node: initial_positions needs 14 finite values" in launched.output()
+
+
+def test_bad_launch_file_exits_two_with_the_reason(tmp_path):
+    path = _write(tmp_path, "launch:\n- arg: {name: a}\n")
+    result = subprocess.run([sys.executable, "-m", "wall_oss_ros.cli", "launch", str(path)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "launch argument 'a' has no default" in result.stderr
