@@ -107,3 +107,18 @@ def test_stats_command_and_bad_bags(bags, tmp_path):
     assert "junk.mcap" in (out / "meta" / "export_failures.json").read_text()
     with pytest.raises(ExportError, match="no bag could be exported"):
         export_dataset([tmp_path / "junk.mcap"], tmp_path / "none", progress=False)
+
+
+def test_export_and_stats_command_lines(bags, tmp_path):
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "wall_oss_ros.cli"]
+    done = subprocess.run(base + ["export-dataset", str(bags[0].path), "--out", str(tmp_path / "ds"),
+                                  "--state-space", "joint_position"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())["total_episodes"] == 1
+    done = subprocess.run(base + ["stats", str(bags[0].path), "--out", str(tmp_path / "stats.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert set(json.loads((tmp_path / "stats.json").read_text())["action"]) >= {"mean", "std", "q01", "q99"}

@@ -173,3 +173,19 @@ def test_tiny_wall_oss_checkpoint_runs_end_to_end(ee_bag, tmp_path):
     assert metrics["coverage"]["evaluated"] == 2 and metrics["ground_truth"] == "chunks"
     assert np.isfinite(metrics["overall"]["mae"]) and metrics["overall"]["mae"] > 0
     assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_eval_command_line(joint_bag, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli"
+    command = [sys.executable, "-m", "wall_oss_ros.cli", "eval", "--bag", str(joint_bag.path), "--replay",
+               str(joint_bag.path), "--out", str(out), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "metrics.json").read_text())["overall"]["mae"] < 1e-9
+    missing = subprocess.run(command[:4] + ["--bag", str(tmp_path / "nope"), "--replay", str(joint_bag.path),
+                                            "--out", str(tmp_path / "x"), "--no-progress"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr

@@ -12,6 +12,9 @@ COMMANDS = {
     "launch": ("wall_oss_ros.launch_runner", "run a launch/*.launch.yaml file (the same files ros2 launch runs)"),
     "infer": ("wall_oss_core.cli_infer", "run a checkpoint on an observation file (fake inference)"),
     "make-checkpoint": ("wall_oss_core.cli_make_checkpoint", "write a tiny/small untrained checkpoint"),
+    "eval": ("wall_oss_core.cli_eval", "open-loop evaluation of a checkpoint or replayed chunks on a bag"),
+    "export-dataset": ("wall_oss_core.cli_export", "bags -> LeRobot dataset (v3.0) with videos and stats"),
+    "stats": ("wall_oss_core.cli_export", "normalization statistics (mean/std/q01/q99) from bags"),
 }
 
 
