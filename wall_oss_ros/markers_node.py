@@ -1,0 +1,141 @@
+"""markers_node: the running graph as rviz markers (`markers`, visualization_msgs/MarkerArray).
+
+Subscribes to `action_chunk`, `/joint_states` and `safety_status`; publishes, at `publish_rate`, the
+scene of `wall_oss_core.markers.MarkerScene` in the robot's base frame: predicted EE path per arm
+(LINE_STRIP, per-point colors by time), executed path, workspace boxes (CUBE, red on a limit hit)
+and the safety text (TEXT_VIEW_FACING).
+"""
+from __future__ import annotations
+
+import sys
+
+import rclpy
+from geometry_msgs.msg import Point
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from sensor_msgs.msg import JointState
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from wall_oss.msg import ActionChunk, SafetyStatus
+from wall_oss_core.kinematics import BimanualKinematics
+from wall_oss_core.markers import BoxMarker, MarkerScene, PathMarker, Rgba, SafetyView, TextMarker
+from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
+from wall_oss_ros.conversions import joint_state_to_vector, msg_to_chunk, stamp_to_seconds
+
+
+def _color(rgba: Rgba) -> ColorRGBA:
+    return ColorRGBA(r=float(rgba.r), g=float(rgba.g), b=float(rgba.b), a=float(rgba.a))
+
+
+def _point(xyz) -> Point:
+    return Point(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
+
+
+def to_marker(item, frame_id: str, stamp) -> Marker:
+    """One core marker → visualization_msgs/Marker."""
+    marker = Marker()
+    marker.header.frame_id = frame_id
+    marker.header.stamp = stamp
+    marker.ns, marker.id, marker.action = item.namespace, item.id, Marker.ADD
+    marker.pose.orientation.w = 1.0
+    if isinstance(item, PathMarker):
+        marker.type = Marker.LINE_STRIP
+        marker.scale.x = item.width
+        marker.points = [_point(p) for p in item.points]
+        marker.colors = [_color(c) for c in item.colors]
+        marker.color = _color(item.colors[-1])
+    elif isinstance(item, BoxMarker):
+        marker.type = Marker.CUBE
+        marker.pose.position = _point(item.center)
+        marker.scale.x, marker.scale.y, marker.scale.z = (float(v) for v in item.size)
+        marker.color = _color(item.color)
+    elif isinstance(item, TextMarker):
+        marker.type = Marker.TEXT_VIEW_FACING
+        marker.pose.position = _point(item.position)
+        marker.scale.z = item.height
+        marker.text = item.text
+        marker.color = _color(item.color)
+    return marker
+
+
+class MarkersNode(Node):
+    def __init__(self):
+        super().__init__("markers")
+        self.declare_parameter("robot_config", str(default_config_path()),
+                               ParameterDescriptor(description="robot layout YAML"))
+        self.declare_parameter("publish_rate", 10.0, ParameterDescriptor(
+            description="marker publishing rate [Hz]",
+            floating_point_range=[FloatingPointRange(from_value=0.5, to_value=60.0)]))
+        self.declare_parameter("executed_path_length", 300, ParameterDescriptor(
+            description="joint states kept for the executed path", integer_range=[IntegerRange(from_value=2,
+                                                                                                 to_value=100000)]))
+        self.declare_parameter("joint_states_topic", "/joint_states", ParameterDescriptor(description="joint states"))
+        robot = load_robot_config(self.get_parameter("robot_config").value)
+        self.frame_id = robot.base_frame
+        self.joint_names = robot.command_joints
+        self.scene = MarkerScene(BimanualKinematics(robot), int(self.get_parameter("executed_path_length").value))
+        self.rejected = 0
+        self.publisher = self.create_publisher(MarkerArray, "markers", 10)
+        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk,
+                                 QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self.create_subscription(JointState, self.get_parameter("joint_states_topic").value, self._on_joints,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self.create_subscription(SafetyStatus, "safety_status", self._on_safety, 10)
+        self.create_timer(1.0 / float(self.get_parameter("publish_rate").value), self._publish)
+
+    def _reject(self, what: str, error: Exception):
+        self.rejected += 1
+        self.get_logger().warning(f"ignored {what}: {error}", throttle_duration_sec=2.0)
+
+    def _on_joints(self, msg: JointState):
+        try:
+            positions, _ = joint_state_to_vector(msg, self.joint_names)
+        except ValueError as error:
+            self._reject("joint state", error)
+            return
+        self.scene.add_joint_state(stamp_to_seconds(msg.header.stamp), positions)
+
+    def _on_chunk(self, msg: ActionChunk):
+        try:
+            self.scene.set_chunk(msg_to_chunk(msg))
+        except (ValueError, KeyError) as error:
+            self._reject("action chunk", error)
+
+    def _on_safety(self, msg: SafetyStatus):
+        self.scene.set_safety(SafetyView(msg.state_name, msg.reason, tuple(msg.active_limits),
+                                         int(msg.commands_passed), int(msg.commands_modified),
+                                         int(msg.commands_rejected)))
+
+    def _publish(self):
+        stamp = self.get_clock().now().to_msg()
+        self.publisher.publish(MarkerArray(markers=[to_marker(item, self.frame_id, stamp)
+                                                    for item in self.scene.markers()]))
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = MarkersNode()
+    except (ConfigError, ValueError, FileNotFoundError, ParameterException) as error:
+        print(f"markers_node: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
