@@ -71,3 +71,19 @@ def test_markers_on_real_messages(node_processes, ros_node):
     status.state, status.state_name, status.active_limits = SafetyStatus.STATE_OK, "OK", []
     wait_for(lambda: {m.ns: m for m in received[-1].markers}["workspace/left"].color.g > 0.7,
              timeout=20, poll=publish, message="left box back to green")
+
+
+def test_rviz_config_shows_the_graph():
+    import yaml
+
+    from conftest import CONFIG_DIR
+
+    robot = load_robot_config(ROBOT_CONFIG)
+    manager = yaml.safe_load((CONFIG_DIR / "wall_oss.rviz").read_text())["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == robot.base_frame
+    displays = {d["Class"]: d for d in manager["Displays"]}
+    assert {"rviz_default_plugins/RobotModel", "rviz_default_plugins/TF", "rviz_default_plugins/MarkerArray",
+            "rviz_default_plugins/Image"} <= set(displays)
+    assert displays["rviz_default_plugins/MarkerArray"]["Topic"]["Value"] == "/wall_oss/markers"
+    image_topics = {d["Topic"]["Value"] for d in manager["Displays"] if d["Class"] == "rviz_default_plugins/Image"}
+    assert image_topics == {camera.topic for camera in robot.cameras}
