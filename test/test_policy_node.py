@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 
 from conftest import ROBOT_CONFIG, wait_for
@@ -45,7 +45,7 @@ class Rig:
         suffix = "/compressed" if compressed else ""
         self.image_pubs = {camera.name: node.create_publisher(image_type, camera.topic + suffix, qos_profile_sensor_data)
                            for camera in ROBOT.cameras}
-        self.joint_pub = node.create_publisher(vector_to_joint_state([], []).__class__, "/joint_states", 10)
+        self.joint_pub = node.create_publisher(JointState, "/joint_states", 10)
         self.instruction_pub = node.create_publisher(String, "/instruction", INSTRUCTION_QOS)
         self.chunks: list[ActionChunk] = []
         self.diagnostics: dict[str, str] = {}
@@ -67,7 +67,7 @@ class Rig:
 
     def publish_inputs(self) -> None:
         stamp = self.node.get_clock().now()
-        for name, pub in self.image_pubs.items():
+        for pub in self.image_pubs.values():
             if self.compressed:
                 msg = CompressedImage(format="jpeg", data=array.array("B", JPEG.tobytes()))
             else:
@@ -190,3 +190,21 @@ def test_bad_parameters_stop_the_node_with_a_clear_error(node_processes, recordi
     wait_for(lambda: not policy.alive(), 20.0, message="the node to exit")
     assert policy.process.returncode == 2
     assert message in policy.log()
+
+
+def test_wall_oss_backend_serves_model_chunks(ros_node, node_processes):
+    """The model backend behind the same node: the tiny golden checkpoint, loaded lazily by parameter."""
+    checkpoint = ROBOT_CONFIG.parents[1] / "test" / "data" / "golden" / "wall_oss_05" / "checkpoint"
+    rig = Rig(ros_node)
+    rig.instruct("pick up the red cube")
+    policy = node_processes(MODULE, params={"robot_config": str(ROBOT_CONFIG), "backend": "wall_oss",
+                                            "checkpoint": str(checkpoint), "device": "cpu", "dtype": "float32",
+                                            "diagnostics_period": 0.2})
+    rig.wait(lambda: len(rig.chunks) >= 2, 60.0, "two model chunks")
+    for chunk in map(msg_to_chunk, rig.chunks):
+        assert chunk.action_space == "wall_oss_ee_relative" and chunk.actions.shape[1] == 26
+        assert chunk.instruction == "pick up the red cube" and chunk.inference_latency > 0
+        assert min(abs(chunk.stamp - s) for s in rig.published_stamps) < 1e-6
+    assert rig.diagnostics.get("backend") == "wall_oss" and policy.alive()
+    assert policy.stop() == 0  # Ctrl-C, usually with an inference in flight
+    assert "Traceback" not in policy.log_path.read_text()

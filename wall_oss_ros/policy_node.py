@@ -274,19 +274,24 @@ class PolicyNode(Node):
             self.stats.unavailable[unavailable.key] += 1
             self.stats.waiting_for = unavailable.detail
 
+    def _note_error(self, what: str, error: Exception) -> None:
+        with self.stats.lock:
+            self.stats.policy_errors += 1
+            self.stats.last_error = f"{type(error).__name__}: {error}"
+            self.stats.waiting_for = "the last inference failed"
+        self.get_logger().error(f"{what}: {error}", throttle_duration_sec=1.0)
+
     def _infer(self, observation: Observation, version: int) -> None:
         started = time.perf_counter()
         try:
             chunk = self.policy.predict(observation)
-            if chunk.actions.shape[1] != len(self.policy.action_names) or not np.all(np.isfinite(chunk.actions)):
-                raise PolicyError(f"backend returned a {chunk.actions.shape} chunk with "
-                                  f"{'finite' if np.all(np.isfinite(chunk.actions)) else 'non-finite'} values")
+            if chunk.actions.shape[1] != len(self.policy.action_names):
+                raise PolicyError(f"backend returned {chunk.actions.shape[1]} action dimensions, it declares "
+                                  f"{len(self.policy.action_names)}")
+            if not np.all(np.isfinite(chunk.actions)):
+                raise PolicyError("backend returned non-finite actions")
         except Exception as error:  # any backend failure is reported; the node keeps serving
-            with self.stats.lock:
-                self.stats.policy_errors += 1
-                self.stats.last_error = f"{type(error).__name__}: {error}"
-                self.stats.waiting_for = "the last inference failed"
-            self.get_logger().error(f"inference failed at {observation.stamp:.3f}: {error}", throttle_duration_sec=1.0)
+            self._note_error(f"inference failed at {observation.stamp:.3f}", error)
             return
         latency = time.perf_counter() - started
         with self._instruction_lock:
@@ -300,7 +305,12 @@ class PolicyNode(Node):
         chunk.instruction = observation.instruction
         chunk.inference_latency = latency
         self._chunk_id += 1
-        self._chunk_pub.publish(chunk_to_msg(chunk, self._chunk_id, frame_id=self.robot.base_frame))
+        try:
+            self._chunk_pub.publish(chunk_to_msg(chunk, self._chunk_id, frame_id=self.robot.base_frame))
+        except Exception as error:
+            if self.context.ok():  # otherwise Ctrl-C shut ROS down while this inference was running
+                self._note_error(f"publishing chunk {self._chunk_id} failed", error)
+            return
         with self.stats.lock:
             self.stats.published += 1
             self.stats.latencies.append(latency)
