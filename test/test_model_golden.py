@@ -173,3 +173,25 @@ def test_bad_inputs_are_clear_errors(model_05, model_flow):
     flow_case = load_file(GOLDEN / "wall_oss_flow" / "b1.safetensors")
     with pytest.raises(InputError, match="proprioception"):
         model_flow.sample_actions(ModelInputs(**{**inputs_flow(flow_case).__dict__, "proprioception": None}))
+
+
+def test_static_action_step_with_padded_cache_matches_the_cached_step(model_05):
+    """The fixed-buffer step that CUDA graphs replay: a cache padded to its capacity changes nothing."""
+    from wall_oss_core.model.modeling import StaticActionStep
+
+    case = load_file(GOLDEN / "wall_oss_05" / "b2_leftpad.safetensors")
+    inputs = inputs_05(case)
+    layout = model_05._layout(inputs, torch.float32)
+    prompt = torch.gather(case["decoder_inputs_embeds_step0"], 1,
+                          layout.prompt_index[..., None].expand(-1, -1, model_05.config.hidden_size))
+    with torch.no_grad():
+        cache, _ = model_05.encode_prompt(prompt, layout)
+        step = StaticActionStep(model_05, batch=2, capacity=layout.prompt_index.shape[1] + 37)
+        step.load(layout, cache, inputs.dof_mask)
+        for x_t, t in zip(case["x_t_all_steps"][:3], case["times"][:3]):
+            expected, _ = model_05.action_velocity(x_t, t.expand(2), inputs.dof_mask, layout.action_cos_sin,
+                                                   layout.action_mask, cache)
+            velocity, _ = step(x_t, t.expand(2))
+            assert max_diff(velocity, expected) <= TOL
+    with pytest.raises(ValueError, match="CUDA"):
+        model_05.sample_actions(inputs, prompt_embeds=case["decoder_inputs_embeds_step0"], use_cuda_graph=True)

@@ -276,6 +276,8 @@ class ActionPreprocessor(nn.Module):
 
 # ==================================================================== the model
 
+GRAPH_PROMPT_BUCKET = 128  # prompt-cache capacity step of the captured action-step graphs
+
 @dataclass
 class _Layout:
     """Where the prompt and action tokens sit, per batch row (every row has the same counts)."""
@@ -301,6 +303,7 @@ class WallOssModel(nn.Module):
         self.visual = Qwen2_5_VisionTransformerPretrainedModel(vision_config)
         self.model = Decoder(config)
         self.action_preprocessor = ActionPreprocessor(config)
+        self._step_graphs: dict[tuple[int, int], StaticActionStep] = {}
 
     # ---------------------------------------------------------------- prompt embedding
     def vision_embeddings(self, pixel_values: torch.Tensor, image_grid_thw: torch.Tensor) -> torch.Tensor:
@@ -416,15 +419,26 @@ class WallOssModel(nn.Module):
             h = layer.finish(h, self._attend(q, k, v, layout.prompt_mask), 0)
         return cache, (self.model.final_norm(h, 0) if with_output else None)
 
-    def decode_actions_cached(self, action_embeds: torch.Tensor, layout: _Layout,
-                              cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Run only the action stream against the cached prompt keys/values; returns the normed output."""
+    def decode_actions_cached(self, action_embeds: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor],
+                              mask: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Run only the action stream against the cached prompt keys/values; returns the normed output.
+
+        `mask` [B, 1, H, K + H] covers the K cached keys followed by the H action keys.
+        """
         h = action_embeds
         for layer, (pk, pv) in zip(self.model.layers, cache):
-            q, k, v = self._rope_qkv(layer, h, 1, layout.action_cos_sin)
-            attn = self._attend(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), layout.action_mask)
+            q, k, v = self._rope_qkv(layer, h, 1, cos_sin)
+            attn = self._attend(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), mask)
             h = layer.finish(h, attn, 1)
         return self.model.final_norm(h, 1)
+
+    def action_velocity(self, x_t: torch.Tensor, t: torch.Tensor, dof_mask: torch.Tensor,
+                        cos_sin: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor,
+                        cache: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One cached flow step: (velocity [B, H, A] fp32, action decoder output)."""
+        action_out = self.decode_actions_cached(self.action_preprocessor.embed(x_t, t, dof_mask), cos_sin, mask,
+                                                cache)
+        return self.action_preprocessor.readout(action_out), action_out
 
     def decode_full(self, prompt_embeds: torch.Tensor, action_embeds: torch.Tensor,
                     layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -456,9 +470,12 @@ class WallOssModel(nn.Module):
     @torch.no_grad()
     def sample_actions(self, inputs: ModelInputs, noise: torch.Tensor | None = None, use_prefix_cache: bool = True,
                        generator: torch.Generator | None = None, trace: SamplingTrace | None = None,
-                       prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                       prompt_embeds: torch.Tensor | None = None, use_cuda_graph: bool = False) -> torch.Tensor:
         """Normalized action chunk [B, H, A] (fp32) by Euler integration of the flow from t=0 (noise).
 
+        `use_cuda_graph` (CUDA, cached mode) replays each flow step's action pass as one captured graph,
+        which removes the per-kernel launch cost that dominates a 32-token pass; graphs are kept per
+        (batch size, prompt length rounded up to 128).
         `prompt_embeds` [B, S, D] skips `embed_prompt` (vision tower and token embeddings), e.g. to start from
         a recorded decoder input; its action rows are ignored.
         """
@@ -475,20 +492,29 @@ class WallOssModel(nn.Module):
         x_t = noise.to(device=device, dtype=torch.float32)
         steps, scale = self.config.sampler.num_steps, self.config.sampler.time_scale
         times = torch.linspace(0.0, 1.0, steps + 1, device=device, dtype=torch.float32) * scale
-        cache = prompt_out = None
+        cache = prompt_out = step = None
         if use_prefix_cache:
             cache, prompt_out = self.encode_prompt(prompt_stream, layout, with_output=trace is not None)
+            if use_cuda_graph:
+                step = self._graphed_step(b, layout.prompt_index.shape[1])
+                step.load(layout, cache, inputs.dof_mask)
+        elif use_cuda_graph:
+            raise ValueError("use_cuda_graph needs use_prefix_cache=True")
         if trace is not None:
             trace.times, trace.x_t = times, [x_t]
         for i in range(steps):
             t = times[i].expand(b)
-            action_embeds = self.action_preprocessor.embed(x_t, t, inputs.dof_mask)
-            if use_prefix_cache:
-                action_out = self.decode_actions_cached(action_embeds, layout, cache)
+            if step is not None:
+                velocity, action_out = step(x_t, t)
+            elif use_prefix_cache:
+                velocity, action_out = self.action_velocity(x_t, t, inputs.dof_mask, layout.action_cos_sin,
+                                                            layout.action_mask, cache)
             else:
+                action_embeds = self.action_preprocessor.embed(x_t, t, inputs.dof_mask)
                 prompt_out, action_out = self.decode_full(prompt_stream, action_embeds, layout)
-            velocity = self.action_preprocessor.readout(action_out)
+                velocity = self.action_preprocessor.readout(action_out)
             if trace is not None and i == 0:
+                action_embeds = self.action_preprocessor.embed(x_t, t, inputs.dof_mask)
                 trace.inputs_embeds_step0 = self._scatter_streams(layout, prompt_stream, action_embeds)
                 trace.decoder_output_step0 = self._scatter_streams(layout, prompt_out, action_out)
             x_t = x_t + (times[i + 1] - times[i]) * velocity
@@ -496,6 +522,18 @@ class WallOssModel(nn.Module):
                 trace.velocities.append(velocity)
                 trace.x_t.append(x_t)
         return x_t
+
+    def _graphed_step(self, batch: int, prompt_len: int) -> "StaticActionStep":
+        """A captured CUDA graph of the action step for this batch size and prompt length bucket."""
+        if self.model.embed_tokens.weight.device.type != "cuda":
+            raise ValueError("use_cuda_graph needs the model on a CUDA device")
+        capacity = -(-prompt_len // GRAPH_PROMPT_BUCKET) * GRAPH_PROMPT_BUCKET
+        key = (batch, capacity)
+        if key not in self._step_graphs:
+            step = StaticActionStep(self, batch, capacity)
+            step.capture()
+            self._step_graphs[key] = step
+        return self._step_graphs[key]
 
     def _scatter_streams(self, layout: _Layout, prompt: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Back to the original token order [B, S, D]; narrower action rows are zero-padded on the right."""
@@ -506,3 +544,69 @@ class WallOssModel(nn.Module):
         padded = F.pad(action.to(prompt.dtype), (0, d - action.shape[-1]))
         out.scatter_(1, layout.action_index[..., None].expand(-1, -1, d), padded)
         return out
+
+
+class StaticActionStep:
+    """The cached action step over fixed buffers, so one CUDA graph serves every chunk.
+
+    The prompt cache is copied into buffers of `capacity` keys; the unused tail is masked out (and stays
+    finite), so any prompt up to `capacity` tokens reuses the same graph.  Without `capture()` it runs
+    eagerly, which is how the padding is checked on machines without a GPU.
+    """
+
+    def __init__(self, model: WallOssModel, batch: int, capacity: int):
+        config, weight = model.config, model.model.embed_tokens.weight
+        device, dtype = weight.device, weight.dtype
+        h, a, t = config.action.chunk_size, config.action.action_dim, config.text
+        self.model, self.capacity = model, capacity
+        self.x_t = torch.zeros(batch, h, a, device=device)
+        self.t = torch.zeros(batch, device=device)
+        self.dof_mask = torch.zeros(batch, h, a, device=device)
+        self.cos = torch.zeros(batch, 1, h, t.head_dim, device=device, dtype=dtype)
+        self.sin = torch.zeros_like(self.cos)
+        self.mask = torch.zeros(batch, 1, h, capacity + h, dtype=torch.bool, device=device)
+        shape = (batch, t.num_key_value_heads, capacity, t.head_dim)
+        self.cache = [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+                      for _ in range(t.num_hidden_layers)]
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def load(self, layout: _Layout, cache: list[tuple[torch.Tensor, torch.Tensor]], dof_mask: torch.Tensor) -> None:
+        p = layout.prompt_index.shape[1]
+        if p > self.capacity:
+            raise ValueError(f"prompt of {p} tokens exceeds the step buffers' capacity {self.capacity}")
+        for (static_k, static_v), (k, v) in zip(self.cache, cache):
+            static_k[:, :, :p].copy_(k)
+            static_v[:, :, :p].copy_(v)
+        self.mask.zero_()
+        self.mask[..., :p].copy_(layout.action_mask[..., :p])
+        self.mask[..., self.capacity:].copy_(layout.action_mask[..., p:])
+        self.cos.copy_(layout.action_cos_sin[0])
+        self.sin.copy_(layout.action_cos_sin[1])
+        self.dof_mask.copy_(dof_mask)
+
+    def _run(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.action_velocity(self.x_t, self.t, self.dof_mask, (self.cos, self.sin), self.mask,
+                                          self.cache)
+
+    @torch.no_grad()
+    def capture(self) -> None:
+        """Record the step as a CUDA graph after warm-up runs on a side stream (as graph capture requires)."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._run()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = self._run()
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.x_t.copy_(x_t)
+        self.t.copy_(t)
+        if self.graph is None:
+            return self._run()
+        self.graph.replay()
+        velocity, action_out = self.outputs
+        return velocity.clone(), action_out.clone()
