@@ -327,6 +327,28 @@ def test_late_candidate_is_carried_along_its_velocity(open_kinematics):
     assert_safe(run)
 
 
+def test_timing_jitter_is_not_mistaken_for_acceleration(open_kinematics):
+    """Candidates stamped at jittery times and ticks that fire late: candidates are evaluated at the
+    tick grid along their velocity, so a smooth trajectory passes with no limit acting."""
+    supervisor = SafetySupervisor(open_kinematics, SafetyConfig(period=PERIOD))
+    home = open_kinematics.config.home_positions()
+    joint = np.arange(14) == 3
+    rng = np.random.default_rng(1)
+    wave = lambda t: home + joint * 0.3 * (1 - np.cos(2.0 * t))  # noqa: E731
+    speed = lambda t: joint * 0.6 * np.sin(2.0 * t)  # noqa: E731
+    supervisor.on_joint_state(0.0, home)
+    ticks = PERIOD * np.arange(1, 301) + 0.002 + rng.uniform(0.0, 0.002, 300)
+    for k, now in enumerate(ticks, start=1):
+        stamp = k * PERIOD + rng.uniform(-0.0015, 0.0015)
+        supervisor.on_joint_state(now, home)
+        supervisor.on_candidate(now, wave(stamp), speed(stamp), stamp=stamp)
+        out = supervisor.tick(now)
+        assert out.state == SafetyState.OK, out.active_limits
+        grid_time = ticks[0] + (k - 1) * PERIOD  # the grid keeps the phase of the first tick
+        assert np.abs(out.positions - wave(grid_time)).max() < 5e-5  # first-order extrapolation over <6 ms
+    assert supervisor.counters.modified == 0
+
+
 def test_velocity_is_estimated_when_candidates_have_none(open_kinematics):
     """Positions only (no velocity field): a constant-speed ramp is followed unchanged after one tick."""
     run = Run(open_kinematics)

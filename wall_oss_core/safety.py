@@ -64,7 +64,10 @@ class SafetyConfig:
     period: float = 0.005                 # [s] one output step; velocities/accelerations are per this period
     candidate_timeout: float = 0.1        # [s] no valid candidate for this long → HOLD
     joint_state_timeout: float = 0.2      # [s] no joint state for this long → FAULT
-    max_extrapolation_ticks: int = 2      # ticks a candidate is carried forward along its velocity when the next is late
+    max_extrapolation_ticks: int = 4      # farthest a candidate is carried along its velocity from its stamp [periods]
+    # Deceleration planned when closing in on a target that jumped away, as a fraction of the limit.
+    # Below 1 so a target that keeps moving (late, bursty candidates) is absorbed without overshoot.
+    approach_deceleration_fraction: float = 0.5
 
     def __post_init__(self):
         for name in ("period", "candidate_timeout", "joint_state_timeout"):
@@ -74,6 +77,8 @@ class SafetyConfig:
         if self.candidate_timeout < self.period or self.joint_state_timeout < self.period:
             raise ValueError(f"timeouts ({self.candidate_timeout} s, {self.joint_state_timeout} s) must be at least "
                              f"one command period ({self.period} s)")
+        if not (0 < self.approach_deceleration_fraction <= 1):
+            raise ValueError(f"approach_deceleration_fraction must be in (0, 1], got {self.approach_deceleration_fraction}")
         if not (isinstance(self.max_extrapolation_ticks, int) and self.max_extrapolation_ticks >= 0):
             raise ValueError(f"max_extrapolation_ticks must be a non-negative integer, got {self.max_extrapolation_ticks}")
 
@@ -174,7 +179,8 @@ class SafetySupervisor:
         self.lower, self.upper = limits.lower, limits.upper
         self.max_velocity = limits.velocity
         self.speed_step = limits.acceleration * config.period
-        self._speed_step3 = np.tile(self.speed_step, 3)
+        self._stopping_steps = np.concatenate([self.speed_step * config.approach_deceleration_fraction,
+                                               self.speed_step, self.speed_step])
         self.boxes = {arm.name: arm.workspace for arm in kinematics.config.arms}
         self.arm_slices = {arm: kinematics.arm_slice(arm) for arm in self.boxes}
         self.reach = {arm: chain_reach(kinematics, arm)[self.arm_slices[arm]] for arm in self.boxes}
@@ -187,7 +193,7 @@ class SafetySupervisor:
         self._joint_state_time: float | None = None
         self._candidate: _Candidate | None = None
         self._candidate_is_new = False
-        self._ticks_since_candidate = 0
+        self._tick_time: float | None = None  # the command-rate grid point of the current tick
         self._pending_rejection: str | None = None
         self._estop_latched = False
         self._estop_input = False
@@ -260,11 +266,12 @@ class SafetySupervisor:
         """Clear a latched e-stop; refused while the e-stop input is asserted or inputs are stale."""
         if not self._estop_latched:
             return True, "e-stop was not latched"
-        if self._estop_input:
-            return False, "e-stop input is still asserted; release it before resetting"
+        problems = ["e-stop input is still asserted (release it first)"] if self._estop_input else []
         stale = self._stale_inputs(now)
         if stale:
-            return False, f"inputs are stale ({stale}); reset refused"
+            problems.append(f"inputs are stale ({stale})")
+        if problems:
+            return False, "reset refused: " + "; ".join(problems)
         self._estop_latched = False
         return True, "e-stop reset; following candidates again"
 
@@ -342,6 +349,7 @@ class SafetySupervisor:
     def tick(self, now: float) -> SafetyOutput:
         """Advance the output trajectory by one period and say why it looks the way it does."""
         rejection, self._pending_rejection = self._pending_rejection, None
+        self._advance_tick_time(now)
         hold = self.hold_reason(now)
         if self._position is None:
             return self._finish(None, None, hold.state, hold.reason, (hold.limit,))
@@ -370,17 +378,27 @@ class SafetySupervisor:
         self._state = state
         return SafetyOutput(positions, velocities, state, limits, reason, self._counters, changed)
 
+    def _advance_tick_time(self, now: float) -> None:
+        """Keep tick times on the command-rate grid. Candidates are evaluated at these grid points
+        (along their own velocity, from their stamps), so jitter of the timer or of the candidate
+        stream never turns into apparent acceleration. A skipped tick advances the grid by whole
+        periods; a stall or clock jump restarts it at `now`."""
+        period = self.config.period
+        if self._tick_time is not None:
+            grid = self._tick_time + period * max(1, round((now - self._tick_time) / period))
+            if abs(now - grid) <= period:
+                self._tick_time = grid
+                return
+        self._tick_time = now
+
     def _target(self, limits: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """The latest candidate, carried forward along its velocity for a late tick, clamped to the
-        position limits; an arm whose tool would leave its box keeps its last in-box target (and the
+        """The latest candidate evaluated at this tick's grid time along its velocity (at most
+        `max_extrapolation_ticks` periods away from its stamp), clamped to the position limits; an arm whose tool would leave its box keeps its last in-box target (and the
         candidate counts as rejected). Returns the target and the velocity to match there."""
         candidate = self._candidate
-        if self._candidate_is_new:
-            self._ticks_since_candidate = 0
-        else:
-            self._ticks_since_candidate += 1
-        ahead = min(self._ticks_since_candidate, self.config.max_extrapolation_ticks) * self.config.period
-        raw = candidate.positions + candidate.velocities * ahead
+        reach = self.config.max_extrapolation_ticks * self.config.period
+        age = self._tick_time - (candidate.time if candidate.stamp is None else candidate.stamp)
+        raw = candidate.positions + candidate.velocities * min(max(age, -reach), reach)
         target = np.clip(raw, self.lower, self.upper)
         limits.extend(f"position:{self.names[i]}" for i in np.flatnonzero(target != raw))
         poses = self.kinematics.ee_poses(target)
@@ -393,7 +411,8 @@ class SafetySupervisor:
             self._counters = replace(self._counters, rejected=self._counters.rejected + 1)
         self._candidate_is_new = False
         self._last_target = target.copy()
-        return target, np.where(target == raw, candidate.velocities, 0.0)
+        # beyond the extrapolation reach the target stands still: there is no velocity to match
+        return target, np.where((target == raw) & (abs(age) <= reach), candidate.velocities, 0.0)
 
     def _tracking_velocity(self, target: np.ndarray, feedforward: np.ndarray, limits: list[str]) -> np.ndarray:
         """The velocity of this step: towards the target (matching its velocity, braking so as to stop
@@ -403,7 +422,7 @@ class SafetySupervisor:
         gap = target - position - feedforward * period
         # one call for the three stopping speeds: to the target, to the upper and to the lower limit
         to_target, to_upper, to_lower = stopping_speed(
-            np.concatenate([np.abs(gap), self.upper - position, position - self.lower]), self._speed_step3,
+            np.concatenate([np.abs(gap), self.upper - position, position - self.lower]), self._stopping_steps,
             period).reshape(3, -1)
         desired = feedforward + np.sign(gap) * to_target
 

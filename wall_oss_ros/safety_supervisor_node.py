@@ -1,0 +1,283 @@
+"""safety_supervisor_node: the only publisher to the controllers.
+
+Candidates (`candidate_command`), joint states and the e-stop input go into
+`wall_oss_core.safety.SafetySupervisor`; a timer at the command rate ticks it and sends its output to
+every controller named in the robot config, ros2_control style: one std_msgs/Float64MultiArray per
+forward command controller on `/<controller>/commands`, or a one-point trajectory_msgs/JointTrajectory
+(positions + velocities) on `/<controller>/joint_trajectory`. Publishes wall_oss/SafetyStatus at
+`status_rate` and on every state change (an e-stop message is reflected in the status at once, and in
+the very next command), and /diagnostics once a second.
+"""
+from __future__ import annotations
+
+import array
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from wall_oss.msg import SafetyStatus
+from wall_oss_core.kinematics import BimanualKinematics
+from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
+from wall_oss_core.safety import SafetyConfig, SafetyOutput, SafetyState, SafetySupervisor
+from wall_oss_ros.conversions import joint_state_to_vector, stamp_to_seconds
+
+_DIAGNOSTIC_LEVEL = {
+    SafetyState.OK: DiagnosticStatus.OK,
+    SafetyState.LIMITING: DiagnosticStatus.OK,
+    SafetyState.HOLD: DiagnosticStatus.WARN,
+    SafetyState.ESTOP: DiagnosticStatus.ERROR,
+    SafetyState.FAULT: DiagnosticStatus.ERROR,
+}
+
+
+@dataclass(frozen=True)
+class SupervisorNodeParams:
+    robot_config: str
+    command_rate: float
+    candidate_timeout: float
+    joint_state_timeout: float
+    max_extrapolation_ticks: int
+    status_rate: float
+    diagnostics_period: float
+    trajectory_time_from_start: float
+    joint_states_topic: str
+
+
+def _float_range(low: float, high: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+
+
+def declare_parameters(node: Node) -> SupervisorNodeParams:
+    """Declare every parameter with a descriptor and read them; rclpy refuses out-of-range values
+    and the SafetyConfig / robot config checks catch the rest (ValueError / ConfigError)."""
+    def declare(name, default, description, **ranges):
+        descriptor = ParameterDescriptor(description=description, **ranges)
+        return node.declare_parameter(name, default, descriptor).value
+
+    params = SupervisorNodeParams(
+        robot_config=declare("robot_config", str(default_config_path()),
+                             "robot layout YAML (arms, joints, controllers, workspace boxes, limits)"),
+        command_rate=declare("command_rate", 200.0, "commands per second sent to the controllers [Hz]; "
+                             "velocity / acceleration limits are enforced per period of this rate",
+                             floating_point_range=_float_range(10.0, 1000.0)),
+        candidate_timeout=declare("candidate_timeout", 0.1, "no valid candidate_command for this long → HOLD [s]",
+                                  floating_point_range=_float_range(0.001, 10.0)),
+        joint_state_timeout=declare("joint_state_timeout", 0.2, "no joint state for this long → FAULT [s]",
+                                    floating_point_range=_float_range(0.001, 10.0)),
+        max_extrapolation_ticks=declare("max_extrapolation_ticks", 4, "ticks a late candidate is carried "
+                                        "forward along its velocity", integer_range=[IntegerRange(
+                                            from_value=0, to_value=100, step=1)]),
+        status_rate=declare("status_rate", 20.0, "SafetyStatus messages per second (plus one per state change)",
+                            floating_point_range=_float_range(0.1, 1000.0)),
+        diagnostics_period=declare("diagnostics_period", 1.0, "seconds between /diagnostics messages",
+                                   floating_point_range=_float_range(0.05, 60.0)),
+        trajectory_time_from_start=declare("trajectory_time_from_start", 0.01, "time_from_start of the single "
+                                           "JointTrajectory point (joint_trajectory controllers) [s]",
+                                           floating_point_range=_float_range(0.0005, 1.0)),
+        joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
+    )
+    if not params.joint_states_topic:
+        raise ValueError("joint_states_topic must not be empty")
+    return params
+
+
+@dataclass(frozen=True)
+class _ControllerOutput:
+    """One controller: where it listens and which command-vector entries it takes."""
+
+    publisher: object
+    joints: tuple[str, ...]
+    indices: np.ndarray
+
+
+class SafetySupervisorNode(Node):
+    def __init__(self):
+        super().__init__("safety_supervisor")
+        self.params = declare_parameters(self)
+        robot = load_robot_config(self.params.robot_config)
+        self.safety_config = SafetyConfig(period=1.0 / self.params.command_rate,
+                                          candidate_timeout=self.params.candidate_timeout,
+                                          joint_state_timeout=self.params.joint_state_timeout,
+                                          max_extrapolation_ticks=self.params.max_extrapolation_ticks)
+        kinematics = BimanualKinematics(robot)
+        self.supervisor = SafetySupervisor(kinematics, self.safety_config)
+        self.joint_names = robot.command_joints
+        self.trajectory_mode = robot.controller_interface == "joint_trajectory"
+
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.controllers = []
+        for arm in robot.arms:
+            groups = ((arm.controller, arm.joints), (arm.gripper_controller, (arm.gripper_joint,)))
+            for controller, joints in groups:
+                message, suffix = (JointTrajectory, "joint_trajectory") if self.trajectory_mode else \
+                    (Float64MultiArray, "commands")
+                self.controllers.append(_ControllerOutput(
+                    self.create_publisher(message, f"/{controller}/{suffix}", reliable), tuple(joints),
+                    np.array([self.joint_names.index(j) for j in joints])))
+        self.status_publisher = self.create_publisher(SafetyStatus, "safety_status", reliable)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+
+        self.create_subscription(JointState, "candidate_command", self._on_candidate, reliable)
+        self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        self.create_subscription(Bool, "estop", self._on_estop, reliable)
+        self.create_service(Trigger, "trigger_estop", self._on_trigger_estop)
+        self.create_service(Trigger, "reset_estop", self._on_reset_estop)
+
+        self._last_output: SafetyOutput | None = None
+        self._last_status_time = -float("inf")
+        self._status_period = 1.0 / self.params.status_rate
+        self._time_from_start = Duration(sec=int(self.params.trajectory_time_from_start),
+                                         nanosec=int(self.params.trajectory_time_from_start % 1.0 * 1e9))
+        self.create_timer(self.safety_config.period, self._tick)
+        self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(
+            f"supervising {len(self.joint_names)} joints at {self.params.command_rate:g} Hz → "
+            f"{', '.join(o.publisher.topic_name for o in self.controllers)}")
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------------------------------- inputs
+    def _on_joint_state(self, msg: JointState):
+        try:
+            positions, _ = joint_state_to_vector(msg, self.joint_names)
+            self.supervisor.on_joint_state(self._now(), positions)
+        except ValueError as error:
+            self.get_logger().warning(f"ignoring joint state: {error}", throttle_duration_sec=1.0)
+
+    def _on_candidate(self, msg: JointState):
+        now = self._now()
+        try:
+            positions, velocities = joint_state_to_vector(msg, self.joint_names)
+        except ValueError as error:
+            reason = self.supervisor.reject_candidate(f"candidate_command: {error}")
+        else:
+            stamp = stamp_to_seconds(msg.header.stamp)
+            reason = self.supervisor.on_candidate(now, positions, velocities, stamp if stamp > 0 else None)
+        if reason is not None:
+            self.get_logger().warning(f"rejected candidate ({self.supervisor.counters.rejected} so far): {reason}",
+                                      throttle_duration_sec=1.0)
+
+    def _on_estop(self, msg: Bool):
+        if self.supervisor.set_estop_input(self._now(), msg.data):
+            self.get_logger().error("e-stop latched by the estop topic")
+            self._publish_hold_status()
+
+    def _on_trigger_estop(self, request, response):
+        latched = self.supervisor.trigger_estop(self._now())
+        response.success = True
+        response.message = "e-stop latched" if latched else "e-stop was already latched"
+        if latched:
+            self.get_logger().error("e-stop latched by the trigger_estop service")
+            self._publish_hold_status()
+        return response
+
+    def _on_reset_estop(self, request, response):
+        response.success, response.message = self.supervisor.reset_estop(self._now())
+        if response.success:
+            self.get_logger().info(f"reset_estop: {response.message}")
+        else:
+            self.get_logger().warning(f"reset_estop refused: {response.message}")
+        return response
+
+    # ------------------------------------------------------------------------------------- outputs
+    def _tick(self):
+        now = self._now()
+        output = self.supervisor.tick(now)
+        if output.positions is not None:
+            self._send(output.positions, output.velocities)
+        if output.state_changed:
+            text = f"state {output.state.name}: {output.reason or 'following candidates'}"
+            if output.state <= SafetyState.LIMITING:  # rclpy wants one severity per logging call site
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
+        self._last_output = output
+        if output.state_changed or now - self._last_status_time >= self._status_period:
+            self._publish_status(output.state, output.active_limits, output.reason)
+
+    def _send(self, positions: np.ndarray, velocities: np.ndarray):
+        for controller in self.controllers:
+            values = positions[controller.indices]
+            if self.trajectory_mode:
+                msg = JointTrajectory()  # header.stamp 0: start now
+                msg.joint_names = list(controller.joints)
+                msg.points = [JointTrajectoryPoint(positions=array.array("d", values.tobytes()),
+                                                   velocities=array.array("d", velocities[controller.indices].tobytes()),
+                                                   time_from_start=self._time_from_start)]
+            else:
+                msg = Float64MultiArray(data=array.array("d", values.tobytes()))
+            controller.publisher.publish(msg)
+
+    def _publish_hold_status(self):
+        """Publish the braking state right away (an e-stop is visible before the next tick)."""
+        hold = self.supervisor.hold_reason(self._now())
+        self._publish_status(hold.state, (hold.limit,), hold.reason)
+
+    def _publish_status(self, state: SafetyState, limits, reason: str):
+        counters = self.supervisor.counters
+        msg = SafetyStatus(state=int(state), state_name=state.name, active_limits=list(limits), reason=reason,
+                           commands_passed=counters.passed, commands_modified=counters.modified,
+                           commands_rejected=counters.rejected, estop_count=counters.estop_count)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.status_publisher.publish(msg)
+        self._last_status_time = self._now()
+
+    def _publish_diagnostics(self):
+        output, counters = self._last_output, self.supervisor.counters
+        state = output.state if output is not None else SafetyState.HOLD
+        joint_age, candidate_age = self.supervisor.input_ages(self._now())
+        age = lambda value: "never" if value is None else f"{value:.3f}"  # noqa: E731
+        status = DiagnosticStatus(
+            level=_DIAGNOSTIC_LEVEL[state], name=f"{self.get_fully_qualified_name()}: safety",
+            message=state.name + (f": {output.reason}" if output is not None and output.reason else ""),
+            hardware_id="wall_oss",
+            values=[KeyValue(key=key, value=str(value)) for key, value in (
+                ("state", state.name), ("estop_latched", self.supervisor.estop_latched),
+                ("active_limits", ", ".join(output.active_limits) if output is not None else ""),
+                ("commands_passed", counters.passed), ("commands_modified", counters.modified),
+                ("commands_rejected", counters.rejected), ("estop_count", counters.estop_count),
+                ("joint_state_age_s", age(joint_age)), ("candidate_age_s", age(candidate_age)),
+                ("command_rate_hz", self.params.command_rate))])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_publisher.publish(msg)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = SafetySupervisorNode()
+    except (ConfigError, ValueError, ParameterException) as error:
+        rclpy.logging.get_logger("safety_supervisor").fatal(f"cannot start: {error}")
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
