@@ -147,8 +147,8 @@ def test_bag_chunks_replay_and_malformed_messages_are_skipped_with_reasons(tmp_p
     policy = replay_policy_from_path(tmp_path / "bag", alignment="absolute")
     assert len(policy.recording.chunks) == len(chunks)
     assert len(policy.recording.skipped) == 2
-    assert any("non-finite" in reason for reason in policy.recording.skipped)
-    assert any("do not fill" in reason for reason in policy.recording.skipped)
+    assert any("NaN or infinite" in reason for reason in policy.recording.skipped)
+    assert any("data has" in reason and "horizon x action_dim is" in reason for reason in policy.recording.skipped)
     for chunk in chunks:
         np.testing.assert_array_equal(policy.predict(observation(chunk.stamp)).actions, chunk.actions)
     storage_file = next((tmp_path / "bag").glob("*.mcap" if storage == StoragePlugin.MCAP else "*.db3"))

@@ -44,8 +44,8 @@ from wall_oss_core.bag_reader import BagError, BagMessage, BagReader
 from wall_oss_core.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
 from wall_oss_core.kinematics import BimanualKinematics
 from wall_oss_core.observation import AssemblyLimits, InputRejected, ObservationAssembler, Unavailable
-from wall_oss_core.policy import Chunk, Observation, Policy, PolicyError
-from wall_oss_core.replay_policy import ACTION_CHUNK_TYPE, _chunk_from_message
+from wall_oss_core.policy import Chunk, Observation, Policy, PolicyError, chunk_from_message
+from wall_oss_core.replay_policy import ACTION_CHUNK_TYPE
 from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
 
 LOG = logging.getLogger(__name__)
@@ -471,7 +471,7 @@ class Evaluator:
         chunks = []
         for item in reader.messages([topic]):
             try:
-                chunks.append(_chunk_from_message(item.message))
+                chunks.append(chunk_from_message(item.message))
             except ValueError:
                 skipped["action_chunk:invalid"] += 1
         return sorted(chunks, key=lambda c: c.stamp)

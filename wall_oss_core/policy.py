@@ -6,10 +6,14 @@ publishes the returned `Chunk` as an ActionChunk message. Backends: the Wall-OSS
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+
+MAX_CHUNK_VALUES = 1 << 20  # far above any real horizon × action_dim; guards against absurd messages
 
 
 class PolicyError(RuntimeError):
@@ -77,3 +81,31 @@ class Policy(Protocol):
     action_names: list[str]
 
     def predict(self, observation: Observation) -> Chunk: ...
+
+
+def chunk_from_message(msg) -> Chunk:
+    """Validate an ActionChunk message (rclpy or rosbags: same field names) and turn it into a Chunk.
+
+    Every reader of chunks (executor, markers, replay, evaluation) goes through here, so a malformed
+    chunk is rejected with the same reason wherever it arrives. ValueError names what is wrong."""
+    horizon, dim = int(msg.horizon), int(msg.action_dim)
+    if horizon <= 0 or dim <= 0:
+        raise ValueError(f"chunk {msg.chunk_id}: horizon {horizon} and action_dim {dim} must be positive")
+    if horizon * dim > MAX_CHUNK_VALUES:
+        raise ValueError(f"chunk {msg.chunk_id}: {horizon}x{dim} values is larger than any supported chunk")
+    data = np.asarray(msg.data, dtype=np.float64)
+    if data.size != horizon * dim:
+        raise ValueError(f"chunk {msg.chunk_id}: data has {data.size} values, horizon x action_dim is {horizon * dim}")
+    if len(msg.action_names) != dim:
+        raise ValueError(f"chunk {msg.chunk_id}: {len(msg.action_names)} action names for action_dim {dim}")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"chunk {msg.chunk_id}: data contains NaN or infinite values")
+    if not (math.isfinite(msg.time_step) and msg.time_step > 0):
+        raise ValueError(f"chunk {msg.chunk_id}: time_step must be a positive number, got {msg.time_step}")
+    if not math.isfinite(msg.first_action_offset):
+        raise ValueError(f"chunk {msg.chunk_id}: first_action_offset is not finite")
+    return Chunk(actions=data.reshape(horizon, dim), dt=float(msg.time_step), action_space=str(msg.action_space),
+                 action_names=[str(name) for name in msg.action_names],
+                 stamp=msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, instruction=str(msg.instruction),
+                 first_action_offset=float(msg.first_action_offset),
+                 inference_latency=float(msg.inference_latency), extras={"chunk_id": int(msg.chunk_id)})

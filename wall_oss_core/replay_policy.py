@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-from wall_oss_core.policy import Chunk, Observation, PolicyError
+from wall_oss_core.policy import Chunk, Observation, PolicyError, chunk_from_message
 
 ACTION_CHUNK_TYPE = "wall_oss/msg/ActionChunk"
 ALIGNMENTS: tuple[str, ...] = ("relative", "absolute")
@@ -71,20 +71,6 @@ class Recording:
         return np.array([chunk.stamp for chunk in self.chunks])
 
 
-def _chunk_from_message(msg) -> Chunk:
-    """A rosbags-deserialized ActionChunk → Chunk; ValueError on sizes or values no executor may receive."""
-    data = np.asarray(msg.data, dtype=np.float64)
-    horizon, dim = int(msg.horizon), int(msg.action_dim)
-    if horizon <= 0 or dim <= 0 or data.size != horizon * dim:
-        raise ValueError(f"chunk {msg.chunk_id}: {data.size} values do not fill horizon {horizon} x action_dim {dim}")
-    if not (np.all(np.isfinite(data)) and np.isfinite(msg.first_action_offset)):
-        raise ValueError(f"chunk {msg.chunk_id}: non-finite values")
-    return Chunk(actions=data.reshape(horizon, dim), dt=float(msg.time_step), action_space=str(msg.action_space),
-                 action_names=[str(name) for name in msg.action_names],
-                 stamp=msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, instruction=str(msg.instruction),
-                 first_action_offset=float(msg.first_action_offset))
-
-
 def load_bag(path: str | Path, topic: str | None = None) -> Recording:
     """ActionChunk messages of one topic of a rosbag2 bag (the only ActionChunk topic when `topic` is None)."""
     from rosbags.rosbag2 import Reader
@@ -106,7 +92,7 @@ def load_bag(path: str | Path, topic: str | None = None) -> Recording:
             connections = [c for c in reader.connections if c.topic == topic]
             for connection, _, raw in reader.messages(connections=connections):
                 try:
-                    chunks.append(_chunk_from_message(store.deserialize_cdr(raw, connection.msgtype)))
+                    chunks.append(chunk_from_message(store.deserialize_cdr(raw, connection.msgtype)))
                 except Exception as error:  # a corrupt or malformed message is skipped, the rest replays
                     skipped.append(f"{type(error).__name__}: {error}")
     except RecordingError:
