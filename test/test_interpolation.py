@@ -114,8 +114,8 @@ def test_blend_duration_is_capped_and_floored():
 def test_stop_profile_decelerates_all_joints_together_to_rest(position, velocity):
     deceleration = np.array([4.0, 4.0, 0.4])
     stop = StopProfile.from_state(1.0, position, velocity, deceleration)
-    np.testing.assert_allclose(stop.evaluate(1.0)[0], position)
-    np.testing.assert_allclose(stop.evaluate(1.0)[1], velocity)
+    np.testing.assert_allclose(stop.evaluate(1.0)[0], position, atol=1e-12)
+    np.testing.assert_allclose(stop.evaluate(1.0)[1], velocity, atol=1e-12)
     ts = np.linspace(1.0, stop.end + 0.5, 600)
     samples = np.array([stop.evaluate(t) for t in ts])
     accelerations = np.diff(samples[:, 1], axis=0) / np.diff(ts)[:, None]
