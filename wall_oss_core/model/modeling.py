@@ -274,6 +274,45 @@ class ActionPreprocessor(nn.Module):
         return F.linear(torch.cat([state, mask.to(state.dtype)], dim=-1).to(w.dtype), w)
 
 
+# ==================================================================== vision attention
+
+VISION_ATTENTION = "flash_windows_sdpa"
+
+
+def windowed_vision_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0,
+                              cu_seq_lens_q=None, **kwargs):
+    """Attention of transformers' Qwen2.5-VL vision tower, one SDPA call per run of equal-length windows.
+
+    The tower attends within windows (and within whole images in its full-attention blocks), delimited by
+    `cu_seqlens`.  Its stock SDPA path makes one call per window (about 50 per layer for three 448x448
+    views); stacking equal-length neighbours into a batch gives the same numbers in one or two calls.
+    transformers hands `cu_seqlens` only to attention functions whose name contains "flash", hence the
+    registered name (set on the tower's config after construction).  query/key/value [1, heads, S, head_dim] -> output [1, S, heads, head_dim].
+    """
+    lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).tolist()
+    outputs, start, i = [], 0, 0
+    while i < len(lengths):
+        j = i
+        while j < len(lengths) and lengths[j] == lengths[i]:
+            j += 1
+        n, length = j - i, lengths[i]
+        span = slice(start, start + n * length)
+
+        def windows(x):
+            return x[0, :, span].unflatten(1, (n, length)).transpose(0, 1)  # [n, heads, length, hd]
+
+        out = F.scaled_dot_product_attention(windows(query), windows(key), windows(value), scale=scaling)
+        outputs.append(out.permute(0, 2, 1, 3).flatten(0, 1))  # [n * length, heads, hd]
+        start, i = start + n * length, j
+    return torch.cat(outputs, dim=0)[None], None
+
+
+def _register_vision_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VISION_ATTENTION, windowed_vision_attention)
+
+
 # ==================================================================== the model
 
 GRAPH_PROMPT_BUCKET = 128  # prompt-cache capacity step of the captured action-step graphs
@@ -301,6 +340,9 @@ class WallOssModel(nn.Module):
         vision_config = config.vision_transformers_config()
         vision_config._attn_implementation = "sdpa"
         self.visual = Qwen2_5_VisionTransformerPretrainedModel(vision_config)
+        # switched after construction: transformers' init-time check would look for a flash-attn package
+        _register_vision_attention()
+        self.visual.config._attn_implementation = VISION_ATTENTION
         self.model = Decoder(config)
         self.action_preprocessor = ActionPreprocessor(config)
         self._step_graphs: dict[tuple[int, int], StaticActionStep] = {}
