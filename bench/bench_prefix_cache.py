@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads while measuring")
     parser.add_argument("--layers", type=int, default=None, help="truncate decoder/vision depth (smoke tests)")
+    parser.add_argument("--no-cuda-graph", action="store_true", help="skip the CUDA-graph mode on a GPU")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -170,7 +171,7 @@ def main() -> None:
           f"{config.sampler.num_steps} flow steps")
 
     modes = ["cached", "recompute"]
-    if device.type == "cuda":
+    if device.type == "cuda" and not args.no_cuda_graph:
         try:  # capture once (kept by the model) before timing; a failed capture is reported, not fatal
             timed_chunk(model, inputs, noise, "cached+graph", device)
             modes.append("cached+graph")
@@ -188,7 +189,10 @@ def main() -> None:
             peaks[mode] = max(peaks[mode], peak)
             outputs[mode] = out
 
-    tolerance = 1e-4 if dtype == torch.float32 else 0.25
+    # fp32: the modes must agree to rounding; half precision rounds differently along the two paths,
+    # so there the bound is relative to the action magnitude
+    scale = outputs["recompute"].abs().max().item()
+    tolerance = 1e-4 if dtype == torch.float32 else 0.1 * max(1.0, scale)
     diffs = {m: (outputs[m] - outputs["recompute"]).abs().max().item() for m in modes if m != "recompute"}
     for mode, diff in diffs.items():
         assert torch.isfinite(outputs[mode]).all(), f"{mode} sampling produced non-finite actions"
@@ -214,7 +218,8 @@ def main() -> None:
     decoder_speedup = (medians["recompute"] - shared) / max(medians["cached"] - shared, 1e-9)
     print(f"shared vision + embedding: {shared * 1e3:.1f} ms; decoder-only speedup (eager cached) "
           f"{decoder_speedup:.2f}x")
-    print("max |mode - recompute|: " + ", ".join(f"{m} {d:.2e}" for m, d in diffs.items()))
+    print("max |mode - recompute|: " + ", ".join(f"{m} {d:.2e}" for m, d in diffs.items())
+          + f" (max |action| {scale:.2f})")
     if args.full_size:
         best = min((m for m in modes if m != "recompute"), key=medians.get)
         print(f"best mode: {best}")

@@ -181,7 +181,7 @@ def test_static_action_step_with_padded_cache_matches_the_cached_step(model_05):
 
     case = load_file(GOLDEN / "wall_oss_05" / "b2_leftpad.safetensors")
     inputs = inputs_05(case)
-    layout = model_05._layout(inputs, torch.float32)
+    layout = model_05.token_layout(inputs, torch.float32)
     prompt = torch.gather(case["decoder_inputs_embeds_step0"], 1,
                           layout.prompt_index[..., None].expand(-1, -1, model_05.config.hidden_size))
     with torch.no_grad():

@@ -317,8 +317,9 @@ def _register_vision_attention() -> None:
 
 GRAPH_PROMPT_BUCKET = 128  # prompt-cache capacity step of the captured action-step graphs
 
+
 @dataclass
-class _Layout:
+class TokenLayout:
     """Where the prompt and action tokens sit, per batch row (every row has the same counts)."""
 
     prompt_index: torch.Tensor  # [B, P] original positions of the prompt (non-action) tokens
@@ -394,7 +395,8 @@ class WallOssModel(nn.Module):
         return embeds.masked_scatter(slots[..., None], projected)
 
     # ---------------------------------------------------------------- token layout and masks
-    def _layout(self, inputs: ModelInputs, dtype: torch.dtype) -> _Layout:
+    def token_layout(self, inputs: ModelInputs, dtype: torch.dtype) -> TokenLayout:
+        """Split positions, mRoPE tables and attention masks of the prompt and action streams (validated)."""
         ids, valid = inputs.input_ids, inputs.attention_mask.bool()
         b, s = ids.shape
         h = self.config.action.chunk_size
@@ -412,15 +414,17 @@ class WallOssModel(nn.Module):
         prompt_index = order[~is_action].view(b, s - h)
         prompt_valid = torch.gather(valid, 1, prompt_index)
 
-        def positions(index):
-            return torch.gather(inputs.position_ids, 2, index[None].expand(3, -1, -1))
+        def rope(index):
+            t = self.config.text
+            positions = torch.gather(inputs.position_ids, 2, index[None].expand(3, -1, -1))
+            return mrope_cos_sin(positions, t.head_dim, t.rope_theta, t.mrope_section, dtype)
 
-        t = self.config.text
-        rope = lambda index: mrope_cos_sin(positions(index), t.head_dim, t.rope_theta, t.mrope_section, dtype)
+        def causal(query_index, key_index):
+            return key_index[:, None, :] <= query_index[:, :, None]
+
         # Visibility in the original order: causal, never a padding key; flow additionally lets the
         # action block attend to itself bidirectionally.  Padding queries see only themselves, which
         # keeps their (unused) rows finite.
-        causal = lambda q_idx, k_idx: k_idx[:, None, :] <= q_idx[:, :, None]
         prompt_mask = causal(prompt_index, prompt_index) & prompt_valid[:, None, :]
         prompt_mask |= torch.eye(s - h, dtype=torch.bool, device=ids.device)
         action_over_prompt = causal(action_index, prompt_index) & prompt_valid[:, None, :]
@@ -429,7 +433,7 @@ class WallOssModel(nn.Module):
         else:
             action_over_action = causal(action_index, action_index)
         prompt_over_action = causal(prompt_index, action_index) & prompt_valid[:, :, None]
-        return _Layout(
+        return TokenLayout(
             prompt_index=prompt_index,
             action_index=action_index,
             prompt_valid=prompt_valid,
@@ -451,7 +455,7 @@ class WallOssModel(nn.Module):
         cos, sin = cos_sin
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def encode_prompt(self, prompt_embeds: torch.Tensor, layout: _Layout,
+    def encode_prompt(self, prompt_embeds: torch.Tensor, layout: TokenLayout,
                       with_output: bool = False) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
         """Run the prompt stream alone; returns every layer's (k, v) and, optionally, the normed output."""
         h, cache = prompt_embeds, []
@@ -483,7 +487,7 @@ class WallOssModel(nn.Module):
         return self.action_preprocessor.readout(action_out), action_out
 
     def decode_full(self, prompt_embeds: torch.Tensor, action_embeds: torch.Tensor,
-                    layout: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+                    layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference pass over the whole sequence: both streams every layer, joint attention."""
         p = prompt_embeds.shape[1]
         full_mask = torch.cat([
@@ -522,11 +526,13 @@ class WallOssModel(nn.Module):
         a recorded decoder input; its action rows are ignored.
         """
         b, h, a = self._check_action_inputs(inputs, noise)
+        if use_cuda_graph and not use_prefix_cache:
+            raise ValueError("use_cuda_graph needs use_prefix_cache=True")
         device = inputs.input_ids.device
         dtype = self.model.embed_tokens.weight.dtype
+        layout = self.token_layout(inputs, dtype)
         if prompt_embeds is None:
             prompt_embeds = self.embed_prompt(inputs, trace)
-        layout = self._layout(inputs, dtype)
         prompt_stream = torch.gather(prompt_embeds.to(dtype), 1,
                                      layout.prompt_index[..., None].expand(-1, -1, prompt_embeds.shape[-1]))
         if noise is None:
@@ -540,8 +546,6 @@ class WallOssModel(nn.Module):
             if use_cuda_graph:
                 step = self._graphed_step(b, layout.prompt_index.shape[1])
                 step.load(layout, cache, inputs.dof_mask)
-        elif use_cuda_graph:
-            raise ValueError("use_cuda_graph needs use_prefix_cache=True")
         if trace is not None:
             trace.times, trace.x_t = times, [x_t]
         for i in range(steps):
@@ -577,7 +581,7 @@ class WallOssModel(nn.Module):
             self._step_graphs[key] = step
         return self._step_graphs[key]
 
-    def _scatter_streams(self, layout: _Layout, prompt: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def _scatter_streams(self, layout: TokenLayout, prompt: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Back to the original token order [B, S, D]; narrower action rows are zero-padded on the right."""
         b, p, d = prompt.shape
         h = action.shape[1]
@@ -613,7 +617,7 @@ class StaticActionStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def load(self, layout: _Layout, cache: list[tuple[torch.Tensor, torch.Tensor]], dof_mask: torch.Tensor) -> None:
+    def load(self, layout: TokenLayout, cache: list[tuple[torch.Tensor, torch.Tensor]], dof_mask: torch.Tensor) -> None:
         p = layout.prompt_index.shape[1]
         if p > self.capacity:
             raise ValueError(f"prompt of {p} tokens exceeds the step buffers' capacity {self.capacity}")
