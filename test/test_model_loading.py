@@ -123,18 +123,38 @@ def test_author_normalizers_are_extras_not_weights():
     assert read_safetensors_extras(CKPT_FLOW) == {}
 
 
-def test_lerobot_prefixed_and_fused_vision_layouts_load_to_the_same_model(tmp_path):
+def test_lerobot_05_layout_loads_to_the_same_model(tmp_path):
+    """PR #4200's policy save: everything under `model.`, vision MLP fused, the tied pair kept as lm_head."""
     reference, _ = load_model(CKPT_05)
     tensors = load_file(CKPT_05 / "model.safetensors")
     renamed = {}
     for key, value in tensors.items():
-        fused = re.match(r"(visual\.blocks\.\d+\.mlp\.)gate_proj\.(weight|bias)$", key)
-        if fused:
-            up = tensors[f"{fused[1]}up_proj.{fused[2]}"]
-            renamed[f"policy.{fused[1]}gate_up_proj.{fused[2]}"] = torch.cat([value, up])
-        elif ".mlp.up_proj." not in key or not key.startswith("visual."):
-            renamed[f"policy.{key}"] = value
+        split = re.match(r"(visual\.blocks\.\d+\.mlp\.)(gate|up)_proj\.(weight|bias)$", key)
+        if key == "model.embed_tokens.weight":
+            renamed["model.lm_head.weight"] = value
+        elif split is None:
+            renamed[f"model.{key}"] = value
+        elif split[2] == "gate":
+            up = tensors[f"{split[1]}up_proj.{split[3]}"]
+            renamed[f"model.{split[1]}gate_up_proj.{split[3]}"] = torch.cat([value, up])
     directory = copy_checkpoint(CKPT_05, tmp_path / "lerobot", tensors=renamed)
+    model, _ = load_model(directory)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_sharded_checkpoint_loads_to_the_same_model(tmp_path):
+    reference, _ = load_model(CKPT_FLOW)
+    tensors = load_file(CKPT_FLOW / "model.safetensors")
+    directory = copy_checkpoint(CKPT_FLOW, tmp_path / "sharded")
+    (directory / "model.safetensors").unlink()
+    keys = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    for name, shard_keys in shards.items():
+        save_file({k: tensors[k] for k in shard_keys}, str(directory / name))
+    weight_map = {k: name for name, shard_keys in shards.items() for k in shard_keys}
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     model, _ = load_model(directory)
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
