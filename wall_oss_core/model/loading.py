@@ -58,14 +58,18 @@ def safetensors_files(checkpoint_dir: str | Path) -> list[Path]:
     raise CheckpointError(f"{directory}: no model.safetensors (or model.safetensors.index.json)")
 
 
-def read_tensor_shapes(checkpoint_dir: str | Path) -> dict[str, tuple[int, ...]]:
-    """Every stored key with its shape, from the file headers only."""
-    shapes = {}
+def stored_tensor_index(checkpoint_dir: str | Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """Every stored key with its file and shape, from the file headers only."""
+    index = {}
     for path in safetensors_files(checkpoint_dir):
         with safe_open(str(path), "pt") as f:
             for key in f.keys():
-                shapes[key] = tuple(f.get_slice(key).get_shape())
-    return shapes
+                index[key] = (path, tuple(f.get_slice(key).get_shape()))
+    return index
+
+
+def read_tensor_shapes(checkpoint_dir: str | Path) -> dict[str, tuple[int, ...]]:
+    return {key: shape for key, (_, shape) in stored_tensor_index(checkpoint_dir).items()}
 
 
 def read_safetensors_extras(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -158,21 +162,17 @@ def load_model(checkpoint_dir: str | Path, dtype: torch.dtype = torch.float32,
     device = torch.device(device)
     config = WallOssConfig.from_checkpoint_dir(checkpoint_dir)
     model = build_model_on_meta(config)
-    shapes = read_tensor_shapes(checkpoint_dir)
-    mapped = map_stored_keys(shapes)
+    index = stored_tensor_index(checkpoint_dir)
+    mapped = map_stored_keys({key: shape for key, (_, shape) in index.items()})
     check_against_model(mapped, expected_shapes(model), f"checkpoint {checkpoint_dir}")
 
-    by_file: dict[Path, list[str]] = {}
-    for path in safetensors_files(checkpoint_dir):
-        with safe_open(str(path), "pt") as f:
-            by_file[path] = list(f.keys())
+    by_file: dict[Path, list[tuple[str, str, slice | None]]] = {}
+    for module_key, (stored, rows, _) in mapped.items():
+        by_file.setdefault(index[stored][0], []).append((module_key, stored, rows))
     state = {}
-    for path, keys in by_file.items():
-        keys = set(keys)
+    for path, entries in by_file.items():
         with safe_open(str(path), "pt", device="cpu") as f:
-            for module_key, (stored, rows, _) in mapped.items():
-                if stored not in keys:
-                    continue
+            for module_key, stored, rows in entries:
                 tensor = f.get_slice(stored)[rows] if rows is not None else f.get_tensor(stored)
                 state[module_key] = tensor.to(device=device, dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
