@@ -43,6 +43,8 @@ JOINT_POSITION = "joint_position"
 EE_RELATIVE = "wall_oss_ee_relative"
 
 # Rejection reasons (the keys of ExecutorCounters.rejected).
+INVALID_MESSAGE = "invalid_message"            # the message did not decode into a chunk (sizes, NaN, time step)
+SUPERSEDED = "superseded"                      # a newer chunk arrived before this one was prepared
 NOT_READY = "not_ready"                        # no joint state measured yet
 UNKNOWN_ACTION_SPACE = "unknown_action_space"
 WRONG_DIMENSIONS = "wrong_dimensions"
@@ -57,6 +59,9 @@ INSTRUCTION_MISMATCH = "instruction_mismatch"  # computed for another instructio
 NO_REFERENCE_STATE = "no_reference_state"      # no measured joint state near the stamp (EE chunks)
 IK_FAILED = "ik_failed"
 TOO_FAST = "too_fast"                          # joint speeds far above the URDF limits
+REJECTION_REASONS = (INVALID_MESSAGE, SUPERSEDED, NOT_READY, UNKNOWN_ACTION_SPACE, WRONG_DIMENSIONS, WRONG_NAMES,
+                     NON_FINITE, BAD_TIMING, FUTURE_STAMP, STALE, REORDERED, PAUSED, INSTRUCTION_MISMATCH,
+                     NO_REFERENCE_STATE, IK_FAILED, TOO_FAST)
 
 
 @dataclass(frozen=True)
@@ -284,7 +289,8 @@ class ChunkExecutor:
         return PreparedChunk(chunk, times, targets)
 
     def accept(self, prepared: PreparedChunk | Rejected, now: float) -> Accepted | Rejected:
-        """Stitch a prepared chunk onto the command at `now` (or count a rejection)."""
+        """Stitch a prepared chunk onto the command at `now`, or count a rejection (also one found
+        before a chunk existed, e.g. an undecodable message: every rejection is counted here)."""
         if isinstance(prepared, Rejected):
             return self._reject(prepared)
         chunk = prepared.chunk

@@ -1,0 +1,292 @@
+"""chunk_executor_node: ActionChunks in, a smooth `candidate_command` stream at the controller rate out.
+
+A thin shell around `wall_oss_core.executor.ChunkExecutor` (alignment, skipping, stitching, holding,
+EE→joint IK, rejections; see that module). Output goes ONLY to the safety supervisor
+(`candidate_command`, sensor_msgs/JointState with position + velocity, stamped with the command time);
+nothing here talks to a controller.
+
+Threads: the ROS callbacks and the command timer run on one SingleThreadedExecutor; decoding and
+preparing chunks (IK: about 1 ms per action and arm) runs on one worker thread, so a 30-action
+end-effector chunk never delays a control tick. The worker always takes the newest waiting chunk;
+older ones it never started are counted as superseded. Prepared chunks are stitched in at the next tick.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, fields
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+
+from wall_oss.msg import ActionChunk
+from wall_oss_core import executor as core
+from wall_oss_core.executor import ChunkExecutor, ExecutorConfig, PreparedChunk, Rejected
+from wall_oss_core.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, InstructionError, validate_instruction
+from wall_oss_core.kinematics import BimanualKinematics
+from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
+from wall_oss_ros.conversions import (joint_state_to_vector, msg_to_chunk, seconds_to_stamp, stamp_to_seconds,
+                                      vector_to_joint_state)
+
+CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+JOINT_STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches reliable publishers too
+COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# The IK worker holds the GIL in long pure-Python stretches; switching threads every 0.5 ms (default 5 ms)
+# keeps the command timer on time while a chunk is being prepared.
+GIL_SWITCH_INTERVAL = 0.0005
+
+# ExecutorConfig field → (description, (low, high)); the defaults come from ExecutorConfig itself.
+EXECUTOR_PARAMETERS = {
+    "blend_time": ("shortest window over which a new chunk is stitched onto the running command [s]", (0.005, 5.0)),
+    "max_blend_time": ("longest stitch window; large offsets stretch the window up to this [s]", (0.005, 10.0)),
+    "blend_acceleration_fraction": ("acceleration budget of the stitch correction, fraction of the joint "
+                                    "acceleration limits", (0.01, 1.0)),
+    "blend_velocity_fraction": ("velocity budget of the stitch correction, fraction of the URDF velocity limits",
+                                (0.01, 1.0)),
+    "stop_deceleration_fraction": ("deceleration to a hold when chunks run out or on pause, fraction of the "
+                                   "joint acceleration limits", (0.01, 1.0)),
+    "max_chunk_age": ("chunks whose observation is older than this are rejected as stale [s]", (0.01, 60.0)),
+    "max_future_stamp": ("tolerated clock skew of chunk stamps ahead of this node's clock [s]", (0.0, 10.0)),
+    "max_speed_factor": ("reject chunks needing more than this times a joint's URDF velocity limit", (1.0, 100.0)),
+    "joint_history_duration": ("measured joint states kept to find the state at a chunk's stamp [s]",
+                               (0.1, 120.0)),
+    "max_reference_gap": ("largest distance between a chunk stamp and the measured state used as its "
+                          "end-effector reference [s]", (0.001, 10.0)),
+    "ik_max_position_error": ("IK position error above which an end-effector chunk is rejected [m]", (1e-5, 1.0)),
+    "ik_max_rotation_error": ("IK rotation error above which an end-effector chunk is rejected [rad]", (1e-5, 3.2)),
+}
+
+
+@dataclass(frozen=True)
+class ExecutorNodeParams:
+    robot_config: str
+    rate_hz: float
+    joint_state_topic: str
+    diagnostics_period: float
+    max_instruction_length: int
+    executor: ExecutorConfig
+
+
+def _float_range(low: float, high: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+
+
+def declare_parameters(node: Node) -> ExecutorNodeParams:
+    """Declare every parameter with a descriptor; rclpy refuses out-of-range values and ExecutorConfig
+    refuses inconsistent ones (ValueError), both before the node does anything."""
+    def declare(name, default, description, **ranges):
+        return node.declare_parameter(name, default, ParameterDescriptor(description=description, **ranges)).value
+
+    defaults = ExecutorConfig()
+    executor_values = {
+        field.name: float(declare(field.name, float(getattr(defaults, field.name)), EXECUTOR_PARAMETERS[field.name][0],
+                                  floating_point_range=_float_range(*EXECUTOR_PARAMETERS[field.name][1])))
+        for field in fields(ExecutorConfig)}
+    params = ExecutorNodeParams(
+        robot_config=declare("robot_config", str(default_config_path()),
+                             "robot layout YAML (arms, joints, URDF, limits); empty = the package's bimanual.yaml"),
+        rate_hz=declare("rate_hz", 200.0, "candidate commands per second (the controller rate) [Hz]",
+                        floating_point_range=_float_range(100.0, 500.0)),
+        joint_state_topic=declare("joint_state_topic", "/joint_states", "measured joint states topic"),
+        diagnostics_period=declare("diagnostics_period", 1.0, "seconds between /diagnostics messages",
+                                   floating_point_range=_float_range(0.05, 60.0)),
+        max_instruction_length=declare("max_instruction_length", DEFAULT_MAX_INSTRUCTION_LENGTH,
+                                       "longer instructions are rejected [characters]",
+                                       integer_range=[IntegerRange(from_value=1, to_value=100000, step=1)]),
+        executor=ExecutorConfig(**executor_values),
+    )
+    if not params.joint_state_topic:
+        raise ValueError("joint_state_topic must not be empty")
+    return params
+
+
+class _ChunkWorker:
+    """One thread that decodes and prepares the newest waiting chunk message (IK happens here)."""
+
+    def __init__(self, executor: ChunkExecutor, clock_seconds, on_superseded):
+        self._executor = executor
+        self._clock_seconds = clock_seconds
+        self._on_superseded = on_superseded
+        self._condition = threading.Condition()
+        self._waiting: ActionChunk | None = None
+        self._done: list[PreparedChunk | Rejected] = []
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="chunk_prepare", daemon=True)
+        self._thread.start()
+
+    def submit(self, msg: ActionChunk) -> None:
+        with self._condition:
+            superseded, self._waiting = self._waiting, msg
+            self._condition.notify()
+        if superseded is not None:
+            self._on_superseded(superseded)
+
+    def take_prepared(self) -> list[PreparedChunk | Rejected]:
+        with self._condition:
+            done, self._done = self._done, []
+        return done
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._waiting is not None or self._stopping)
+                if self._stopping:
+                    return
+                msg, self._waiting = self._waiting, None
+            try:
+                chunk = msg_to_chunk(msg)
+            except ValueError as error:
+                result = Rejected(core.INVALID_MESSAGE, str(error))
+            else:
+                result = self._executor.prepare(chunk, self._clock_seconds())
+            with self._condition:
+                self._done.append(result)
+
+
+class ChunkExecutorNode(Node):
+    def __init__(self):
+        self.worker: _ChunkWorker | None = None  # destroy_node may run on a node that failed to start
+        super().__init__("chunk_executor")
+        self.params = declare_parameters(self)
+        robot = load_robot_config(self.params.robot_config or default_config_path())
+        self.core = ChunkExecutor(BimanualKinematics(robot), self.params.executor)
+        self.joint_names = robot.command_joints
+        self.joint_states_rejected = 0
+        self.instructions_rejected = 0
+        self._last_command = None
+
+        self.command_publisher = self.create_publisher(JointState, "candidate_command", COMMAND_QOS)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        self.worker = _ChunkWorker(self.core, self._now, self._superseded)
+        self.create_subscription(ActionChunk, "action_chunk", self.worker.submit, CHUNK_QOS)
+        self.create_subscription(JointState, self.params.joint_state_topic, self._on_joint_state, JOINT_STATE_QOS)
+        self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
+        self.create_timer(1.0 / self.params.rate_hz, self._tick)
+        self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(f"commanding {len(self.joint_names)} joints at {self.params.rate_hz:g} Hz on "
+                               f"{self.command_publisher.topic_name}; waiting for {self.params.joint_state_topic}")
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------------------------------- inputs
+    def _on_joint_state(self, msg: JointState):
+        stamp = stamp_to_seconds(msg.header.stamp)
+        try:
+            positions, _ = joint_state_to_vector(msg, self.joint_names)
+            first = self.core.history.latest() is None
+            self.core.on_joint_state(stamp if stamp > 0 else self._now(), positions)
+        except ValueError as error:
+            self.joint_states_rejected += 1
+            self.get_logger().warning(f"ignoring joint state ({self.joint_states_rejected} so far): {error}",
+                                      throttle_duration_sec=1.0)
+            return
+        if first:
+            self.get_logger().info("first joint state: holding the measured position")
+
+    def _on_instruction(self, msg: String):
+        try:
+            instruction = validate_instruction(msg.data, self.params.max_instruction_length)
+        except InstructionError as error:
+            self.instructions_rejected += 1
+            self.get_logger().warning(f"instruction rejected ({error.reason}): {error}; keeping the current one")
+            return
+        if instruction == self.core.instruction:
+            return
+        self.core.set_instruction(instruction, self._now())
+        self.get_logger().info(f"instruction {instruction!r}: running chunk dropped, holding until a chunk for it"
+                               if instruction else "empty instruction: paused, holding")
+
+    def _superseded(self, msg: ActionChunk):
+        self.core.accept(Rejected(core.SUPERSEDED, f"chunk {msg.chunk_id} was replaced by a newer one before "
+                                                       "it could be prepared"), self._now())
+
+    # ------------------------------------------------------------------------------------- output
+    def _tick(self):
+        now = self._now()
+        for prepared in self.worker.take_prepared():
+            result = self.core.accept(prepared, now)
+            if not result:
+                self.get_logger().warning(f"chunk rejected ({result.reason}): {result.detail}",
+                                          throttle_duration_sec=0.5)
+        command = self.core.step(now)
+        if command is None:
+            return
+        self.command_publisher.publish(vector_to_joint_state(self.joint_names, command.positions, command.velocities,
+                                                             seconds_to_stamp(now)))
+        self._last_command = command
+
+    def _publish_diagnostics(self):
+        counters = self.core.counters
+        command = self._last_command
+        if command is None:
+            level, message = DiagnosticStatus.WARN, "waiting for joint states"
+        elif self.core.instruction == "":
+            level, message = DiagnosticStatus.OK, "paused: holding"
+        else:
+            level, message = DiagnosticStatus.OK, {"chunk": "following chunks", "blend": "stitching a new chunk",
+                                                   "hold": "holding (no chunk)"}[command.source]
+        last = self.core.last_rejection
+        values = [("source", command.source if command is not None else "none"),
+                  ("instruction", self.core.instruction if self.core.instruction is not None else "(none yet)"),
+                  ("chunks_accepted", counters.accepted), ("chunks_rejected", counters.rejected_total)]
+        values += [(f"rejected_{reason}", counters.rejected[reason]) for reason in core.REJECTION_REASONS]
+        values += [("last_rejection", f"{last.reason}: {last.detail}" if last is not None else ""),
+                   ("actions_skipped", counters.skipped_actions), ("holds", counters.holds),
+                   ("chunks_discarded", counters.discarded),
+                   ("ticks_chunk", counters.ticks["chunk"]), ("ticks_blend", counters.ticks["blend"]),
+                   ("ticks_hold", counters.ticks["hold"]),
+                   ("joint_states_rejected", self.joint_states_rejected),
+                   ("instructions_rejected", self.instructions_rejected), ("rate_hz", self.params.rate_hz)]
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: chunk executor",
+                                  message=message, hardware_id="wall_oss",
+                                  values=[KeyValue(key=key, value=str(value)) for key, value in values])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_publisher.publish(msg)
+
+    def destroy_node(self):
+        if self.worker is not None:
+            self.worker.stop()
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    rclpy.init(args=args)
+    try:
+        node = ChunkExecutorNode()
+    except (ConfigError, ValueError, ParameterException) as error:
+        rclpy.logging.get_logger("chunk_executor").fatal(f"cannot start: {error}")
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
