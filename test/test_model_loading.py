@@ -261,3 +261,13 @@ def test_full_size_flow_matches_the_published_shapes():
         ours.setdefault(pattern, []).append(shape)
     ours = {k: sorted((s, v.count(s)) for s in set(v)) for k, v in ours.items()}
     assert ours == patterns
+
+
+def test_author_05_config_with_flat_text_fields_parses_like_the_lerobot_one():
+    """The author's config.json is the vlm_config itself; older transformers kept the text fields flat."""
+    lerobot = WallOssConfig.from_checkpoint_dir(CKPT_05)
+    vlm = json.loads((CKPT_05 / "config.json").read_text())["vlm_config"]
+    flat = {**{k: v for k, v in vlm.items() if k != "text_config"}, **vlm["text_config"]}
+    author = WallOssConfig.from_json_dict(flat, CKPT_05)
+    assert (author.text, author.experts, author.token_ids, author.sampler) == (
+        lerobot.text, lerobot.experts, lerobot.token_ids, lerobot.sampler)

@@ -5,7 +5,8 @@
 * ``wall_oss_05``: the LeRobot policy layout (``"type": "wall_oss_05"``) whose ``vlm_config`` holds the
   Qwen2.5-VL text/vision configs plus the Mixture-of-Transformers fields (``experts``, ``dim_inputs``,
   ``action_hidden_size``, ``noise_scheduler``).  The author checkpoint stores the same ``vlm_config``
-  at the top level of ``config.json``; both are accepted.
+  at the top level of ``config.json`` (text fields nested in ``text_config`` or flat); all are accepted,
+  with the 0.5 standard action/state width 26 and horizon 32 when the policy fields are absent.
 * ``wall_oss_flow``: the X-Square-Robot flow layout (a flat Qwen2.5-VL config with ``experts``,
   ``dof_config``, ``agent_pos_config``, ``noise_scheduler``).
 * ``wall_x``: a LeRobot ``wall_x`` policy directory (``"type": "wall_x"``), whose text/vision fields are
@@ -227,7 +228,7 @@ def detect_layout(raw: dict[str, Any]) -> Literal["wall_oss_05", "wall_oss_flow"
         return "wall_oss_05"
     if kind == "wall_x":
         return "wall_x"
-    if "action_hidden_size" in raw and "text_config" in raw:  # author 0.5 layout: the vlm_config itself
+    if "action_hidden_size" in raw:  # author 0.5 layout: the vlm_config itself
         return "wall_oss_05"
     if "experts" in raw and "hidden_size" in raw:
         return "wall_oss_flow"
@@ -350,9 +351,9 @@ _05_MODEL_FIELDS = {"type", "vlm_config", "chunk_size", "max_action_dim", "max_s
 def _parse_05(raw: dict[str, Any], directory: Path | None) -> WallOssConfig:
     vlm = raw.get("vlm_config", raw)
     where = "config.json vlm_config" if "vlm_config" in raw else "config.json"
-    text = vlm.get("text_config")
+    text = vlm.get("text_config", vlm if "hidden_size" in vlm else None)  # nested (transformers 5) or flat
     if not isinstance(text, dict):
-        raise ConfigError(f"{where}: missing text_config")
+        raise ConfigError(f"{where}: missing text_config (or flat text fields)")
     _require(vlm, ["experts", "action_hidden_size"], where)
     text_cfg = _text_config(text, f"{where}.text_config")
     experts = _experts(vlm["experts"], where)
