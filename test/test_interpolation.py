@@ -40,7 +40,10 @@ def test_spline_velocity_is_the_derivative_of_its_position(data, fraction):
     t = times[0] + fraction * (times[-1] - times[0])
     eps = 1e-6
     numeric = (spline.evaluate(t + eps)[0] - spline.evaluate(t - eps)[0]) / (2 * eps)
-    np.testing.assert_allclose(spline.evaluate(t)[1], numeric, rtol=1e-4, atol=1e-3)
+    # the curve is C1, not C2: at a knot the central difference is off by up to eps x the jump in
+    # acceleration, which is at most 2 x 48 / h_min^2 for positions in [-2, 2]
+    curvature = 96.0 / np.min(np.diff(times)) ** 2
+    np.testing.assert_allclose(spline.evaluate(t)[1], numeric, rtol=1e-4, atol=1e-4 + eps * curvature)
 
 
 @given(st.floats(-1, 1), st.floats(-3, 3), st.integers(2, 10), st.floats(0.01, 0.2))
@@ -125,4 +128,5 @@ def test_stop_profile_decelerates_all_joints_together_to_rest(position, velocity
     assert np.all(samples[:, 1] * velocity >= -1e-12)
     after = ts > stop.end
     assert np.all(samples[after, 1] == 0)
-    np.testing.assert_allclose(samples[after, 0], np.broadcast_to(stop.rest_position, samples[after, 0].shape))
+    np.testing.assert_allclose(samples[after, 0], np.broadcast_to(stop.rest_position, samples[after, 0].shape),
+                               atol=1e-12)
