@@ -15,6 +15,7 @@ COMMANDS = {
     "eval": ("wall_oss_core.cli_eval", "open-loop evaluation of a checkpoint or replayed chunks on a bag"),
     "export-dataset": ("wall_oss_core.cli_export", "bags -> LeRobot dataset (v3.0) with videos and stats"),
     "stats": ("wall_oss_core.cli_export", "normalization statistics (mean/std/q01/q99) from bags"),
+    "replay": ("wall_oss_ros.cli_replay", "play a bag into the running graph, record its outputs, compare"),
 }
 
 
