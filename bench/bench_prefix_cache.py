@@ -8,7 +8,8 @@ machine load.  Last line: `prefix_cache_speedup=X.X`.
 
 `--full-size --dtype bfloat16 --device cuda --image-size 448` builds the full-size 0.5 architecture with
 random weights directly on the GPU and prints chunks/s and peak memory per mode, including the cached
-mode with each flow step replayed as a CUDA graph; last line `full_size_chunk_hz=X.X` (fastest cached).  `--layers N` truncates the decoder and vision depth (smoke tests).
+mode with each flow step replayed as a CUDA graph; last line `full_size_chunk_hz=X.X` (fastest cached).
+`--layers N` truncates the decoder and vision depth (smoke tests).
 """
 
 from __future__ import annotations

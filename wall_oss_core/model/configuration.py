@@ -19,7 +19,7 @@ The `<|propri|>` / `<|action|>` token ids are not in any config: they come from 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -215,9 +215,6 @@ class WallOssConfig:
         if self.camera_key_mapping:
             out["camera_key_mapping"] = dict(self.camera_key_mapping)
         return out
-
-    def summary(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ==================================================================== layout parsers

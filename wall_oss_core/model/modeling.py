@@ -287,7 +287,8 @@ def windowed_vision_attention(module, query, key, value, attention_mask=None, sc
     `cu_seqlens`.  Its stock SDPA path makes one call per window (about 50 per layer for three 448x448
     views); stacking equal-length neighbours into a batch gives the same numbers in one or two calls.
     transformers hands `cu_seqlens` only to attention functions whose name contains "flash", hence the
-    registered name (set on the tower's config after construction).  query/key/value [1, heads, S, head_dim] -> output [1, S, heads, head_dim].
+    registered name (set on the tower's config after construction).
+    query/key/value [1, heads, S, head_dim] -> output [1, S, heads, head_dim].
     """
     lengths = (cu_seq_lens_q[1:] - cu_seq_lens_q[:-1]).tolist()
     outputs, start, i = [], 0, 0
