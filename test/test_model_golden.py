@@ -195,3 +195,25 @@ def test_static_action_step_with_padded_cache_matches_the_cached_step(model_05):
             assert max_diff(velocity, expected) <= TOL
     with pytest.raises(ValueError, match="CUDA"):
         model_05.sample_actions(inputs, prompt_embeds=case["decoder_inputs_embeds_step0"], use_cuda_graph=True)
+
+
+@pytest.mark.parametrize("use_prefix_cache", [True, False], ids=["cached", "recompute"])
+def test_flow_batch_with_left_padding_reproduces_the_single_sample(model_flow, use_prefix_cache):
+    """Row 0: the golden prompt plus 3 trailing tokens; row 1: the same prompt left-padded by 3."""
+    case = load_file(GOLDEN / "wall_oss_flow" / "b1.safetensors")
+    single = inputs_flow(case)
+    pad, n = model_flow.config.token_ids.pad, 3
+    ids, pos = single.input_ids[0], single.position_ids[:, 0]
+    input_ids = torch.stack([torch.cat([ids, torch.full((n,), pad)]), torch.cat([torch.full((n,), pad), ids])])
+    attention_mask = torch.stack([torch.ones(ids.shape[0] + n, dtype=torch.long),
+                                  torch.cat([torch.zeros(n, dtype=torch.long), torch.ones_like(ids)])])
+    trailing = pos[:, -1:] + torch.arange(1, n + 1)
+    position_ids = torch.stack([torch.cat([pos, trailing], dim=1),
+                                torch.cat([torch.ones(3, n, dtype=torch.long), pos], dim=1)], dim=1)
+    batch = ModelInputs(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        dof_mask=single.dof_mask.expand(2, -1, -1), pixel_values=torch.cat([single.pixel_values] * 2),
+        image_grid_thw=torch.cat([single.image_grid_thw] * 2),
+        proprioception=single.proprioception.expand(2, -1, -1), agent_pos_mask=single.agent_pos_mask.expand(2, -1, -1))
+    out = model_flow.sample_actions(batch, noise=case["noise"].expand(2, -1, -1), use_prefix_cache=use_prefix_cache)
+    assert max_diff(out, case["predict_action"].expand(2, -1, -1)) <= TOL
