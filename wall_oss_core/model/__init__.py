@@ -1,1 +1,1 @@
-"""Wall-OSS model core: configuration, native PyTorch model, strict checkpoint loading."""
+"""Wall-OSS policy model: configuration, modeling, loading, processing."""
