@@ -252,11 +252,11 @@ def test_chunks_running_out_decelerate_to_a_hold_without_a_jump():
 
 def test_empty_instruction_pauses_and_a_new_one_discards_the_running_chunk():
     executor = ready_executor()
-    executor.set_instruction("stack the cups", 0.0)
+    assert not executor.set_instruction("stack the cups", 0.0)  # nothing running yet
     times = 0.05 * np.arange(60)
     assert executor.submit(joint_chunk(ramp(times, 0.3), 0.0, instruction="stack the cups"), 0.0)
     ticks(executor, 0.0, 0.5)
-    executor.set_instruction("", 0.5)
+    assert executor.set_instruction("", 0.5)
     commands = ticks(executor, 0.5, 1.0)
     assert {c.source for c in commands} == {"hold"}
     assert np.all(commands[-1].velocities == 0)
@@ -264,11 +264,11 @@ def test_empty_instruction_pauses_and_a_new_one_discards_the_running_chunk():
     paused = executor.submit(joint_chunk(ramp(1.0 + times, 0.3), 1.0, instruction=""), 1.0)
     assert paused.reason == ex.PAUSED
 
-    executor.set_instruction("stack the cups", 1.0)
+    assert not executor.set_instruction("stack the cups", 1.0)
     assert executor.submit(joint_chunk(ramp(1.0 + times, 0.3), 1.0, instruction="stack the cups"),
                            1.0)
     ticks(executor, 1.0, 1.3)
-    executor.set_instruction("open the drawer", 1.3)
+    assert executor.set_instruction("open the drawer", 1.3)
     assert executor.counters.discarded == 2
     assert executor.step(1.3).source == "hold"
     stale_task = joint_chunk(ramp(1.3 + times, 0.3), 1.3, instruction="stack the cups")

@@ -248,17 +248,20 @@ class ChunkExecutor:
             raise ValueError(f"joint state needs {len(self.joint_names)} positions, got shape {positions.shape}")
         self.history.add(t, positions)
 
-    def set_instruction(self, instruction: str, now: float) -> None:
+    def set_instruction(self, instruction: str, now: float) -> bool:
         """An empty instruction pauses; a changed one drops the running chunk. Either way the command
-        stops (within the deceleration budget) and holds until a chunk for the new instruction."""
+        stops (within the deceleration budget) and holds until a chunk for the new instruction.
+        Returns whether a chunk that was still running got dropped."""
         self.instruction = instruction
         plan = self._plan
-        if plan is not None and plan.chunk is not None and (instruction == "" or plan.chunk.instruction != instruction):
-            if now < plan.stop.start:
-                self.counters.discarded += 1
-            position, velocity, _ = plan.state(now)
-            self._plan = _Plan(now, StopProfile.from_state(now, position, velocity, self._stop_deceleration),
-                               chunk=None)
+        if plan is None or plan.chunk is None or (instruction != "" and plan.chunk.instruction == instruction):
+            return False
+        dropped = now < plan.stop.start
+        if dropped:
+            self.counters.discarded += 1
+        position, velocity, _ = plan.state(now)
+        self._plan = _Plan(now, StopProfile.from_state(now, position, velocity, self._stop_deceleration), chunk=None)
+        return dropped
 
     def submit(self, chunk: Chunk, now: float) -> Accepted | Rejected:
         """Validate, convert, align and stitch a chunk in one go."""

@@ -208,9 +208,9 @@ class ChunkExecutorNode(Node):
             return
         if instruction == self.core.instruction:
             return
-        self.core.set_instruction(instruction, self._now())
-        self.get_logger().info(f"instruction {instruction!r}: running chunk dropped, holding until a chunk for it"
-                               if instruction else "empty instruction: paused, holding")
+        dropped = self.core.set_instruction(instruction, self._now())
+        text = f"instruction {instruction!r}" if instruction else "empty instruction: paused, holding"
+        self.get_logger().info(text + ("; running chunk dropped" if dropped else ""))
 
     def _superseded(self, msg: ActionChunk):
         self.core.accept(Rejected(core.SUPERSEDED, f"chunk {msg.chunk_id} was replaced by a newer one before "
