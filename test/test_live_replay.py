@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROBOT_CONFIG, wait_for
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from synthetic_bags import START, write_synthetic_bag
+from synthetic_bags import START, storage_file, write_synthetic_bag
 
 from wall_oss_core.replay_policy import Recording, load_recording, save_recording
 
@@ -34,8 +34,8 @@ def _wait_for_policy_node(ros_node):
              30, poll=ros_node.spin_briefly, message="the policy node in the graph")
 
 
-def _run_replay(node_processes, ros_node, *args, subscriptions=(), timeout=60):
-    """Run `wall-oss replay` paused; resume it once this test's `subscriptions` are connected to it."""
+def _start_replay(node_processes, ros_node, *args, subscriptions=()):
+    """Start `wall-oss replay` paused; resume it once this test's `subscriptions` are connected to it."""
     from std_srvs.srv import Trigger
 
     player = node_processes(REPLAY, *args, "--record", "/wall_oss/action_chunk", "--drain", "0.5", "--start-paused")
@@ -45,6 +45,11 @@ def _run_replay(node_processes, ros_node, *args, subscriptions=(), timeout=60):
     future = resume.call_async(Trigger.Request())
     wait_for(future.done, 10, poll=ros_node.spin_briefly, message="the resume call")
     assert future.result().success
+    return player
+
+
+def _run_replay(node_processes, ros_node, *args, subscriptions=(), timeout=60):
+    player = _start_replay(node_processes, ros_node, *args, subscriptions=subscriptions)
     wait_for(lambda: not player.alive(), timeout, poll=ros_node.spin_briefly, message="the replay to finish")
     return player.process.returncode
 
@@ -141,3 +146,46 @@ def test_looped_replay_of_perturbed_chunks_gives_the_perturbation_as_error_in_ev
         for arm in ("left", "right"):
             assert metrics["end_effector"][arm]["position_error_mm"]["mean"] > 1.0
     assert (out / "comparison" / "pass_001" / "report.html").is_file()
+
+
+def test_truncated_bag_plays_what_was_salvaged_and_a_run_without_chunks_reports_why(
+        ros_node, node_processes, tmp_path):
+    source = write_synthetic_bag(tmp_path / "source", duration=2.0, image_size=(160, 120))  # several MCAP chunks
+    cut = tmp_path / "cut.mcap"  # a recording whose writer died on the way: no summary, no footer
+    data = storage_file(source.path).read_bytes()
+    cut.write_bytes(data[:int(len(data) * 0.6)])
+
+    out = tmp_path / "out"
+    player = node_processes(REPLAY, "--bag", str(cut), "--out", str(out), "--rate", "2", "--wait", "0",
+                            "--drain", "0", "--topics", "/joint_states", "/cameras/face/image_raw")
+    wait_for(lambda: not player.alive(), 60, poll=ros_node.spin_briefly, message="the replay to finish")
+    assert player.process.returncode == 1  # played, but there is nothing to compare
+
+    summary = json.loads((out / "replay.json").read_text())
+    assert any("truncated or damaged" in warning for warning in summary["bag_warnings"])
+    sent = summary["playback"]["sent"]
+    assert 0 < sent["/joint_states"] < len(source.joint_times) and sent["/cameras/face/image_raw"] > 0
+    assert summary["comparison"] is None
+    assert "no valid action chunks" in summary["comparison_error"]
+    assert (out / "run_bag" / "metadata.yaml").is_file()
+
+
+def test_endless_loop_stops_on_ctrl_c_and_still_finishes_its_recording(ros_node, node_processes, tmp_path):
+    from sensor_msgs.msg import JointState
+
+    source = write_synthetic_bag(tmp_path / "source", duration=0.5)
+    stamps = []
+    subscription = ros_node.create_subscription(JointState, "/joint_states", lambda msg: stamps.append(
+        msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9), RELIABLE)
+    out = tmp_path / "out"
+    player = _start_replay(node_processes, ros_node, "--bag", str(source.path), "--out", str(out), "--loop",
+                           "--rate", "4", "--no-compare", "--wait", "0", subscriptions=(subscription,))
+    wait_for(lambda: len(stamps) > 3 * len(source.joint_times), 30, poll=ros_node.spin_briefly,
+             message="three passes of the loop")
+    assert player.stop() == 0  # SIGINT
+
+    assert np.all(np.diff(stamps) > 0)  # each pass is shifted forward: stamps keep increasing
+    summary = json.loads((out / "replay.json").read_text())
+    assert summary["playback"]["interrupted"] and summary["playback"]["passes_started"] >= 3
+    assert summary["comparison"] is None and summary["comparison_error"] is None
+    assert (out / "run_bag" / "metadata.yaml").is_file()
