@@ -105,7 +105,8 @@ def test_replay_keeps_the_bag_timing_publishes_clock_and_a_self_replay_compares_
     (metrics,) = summary["comparison"]
     assert summary["comparison_error"] is None
     assert metrics == json.loads((out / "comparison" / "metrics.json").read_text())
-    assert metrics["ground_truth"] == "chunks" and metrics["run_chunks"] == summary["recorded"]["/wall_oss/action_chunk"]
+    assert metrics["ground_truth"] == "chunks"
+    assert metrics["run_chunks"] == summary["recorded"]["/wall_oss/action_chunk"]
     assert metrics["coverage"]["evaluated"] >= 3
     assert metrics["overall"]["compared_actions"] > 0
     assert metrics["overall"]["mae"] < 1e-9

@@ -101,6 +101,15 @@ def test_endless_loop_is_lazy_and_the_duration_sets_the_period():
     assert np.allclose([e.wall_offset for e in first[-2:]], [999 * 0.25, 999 * 0.25 + 0.1])
 
 
+def test_endless_loop_over_a_window_without_messages_ends_instead_of_idling():
+    window = _messages([0.0, 2.0])
+    timeline = Timeline.for_bag(PlaybackConfig(start=0.5, duration=1.0, loop=True), BAG_START, window[-1][1], 2)
+    assert list(_events(timeline, window, clock_rate=10.0)) == []
+    latched = _messages([0.0], "/wall_oss/instruction")  # only the carried-over instruction, then nothing
+    events = _message_events(_events(timeline, window, latched_before=latched))
+    assert [e.item for e in events] == ["/wall_oss/instruction@0.0"]
+
+
 def test_clock_ticks_between_messages_and_never_lags_a_sent_message():
     window = _messages([0.0, 0.003, 0.1, 0.45])
     timeline = Timeline.for_bag(PlaybackConfig(rate=2.0), BAG_START, window[-1][1], len(window))

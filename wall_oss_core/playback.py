@@ -163,14 +163,17 @@ def playback_events(timeline: Timeline, read_pass: Callable[[int], Iterable[tupl
     every 1/clock_rate wall seconds between messages, and one precedes every message whose sim time is
     ahead of the last clock event, so the graph's clock never lags the data it has received.
 
-    Times that go backwards within the stream are sent at once (never scheduled in the past)."""
+    Times that go backwards within the stream are sent at once (never scheduled in the past). A pass
+    without messages ends the playback: every later pass would be just as empty (no endless idle loop)."""
     period = 1.0 / clock_rate if clock_rate else None
     last_clock_ns: int | None = None
     next_tick = 0
     latest_offset = 0.0
     for pass_index in timeline.pass_indices():
         shift = timeline.shift_ns(pass_index)
+        empty = True
         for recorded_ns, item in read_pass(pass_index):
+            empty = False
             sim_ns = recorded_ns + shift
             offset = max(timeline.wall_offset(sim_ns), latest_offset)
             latest_offset = offset
@@ -186,6 +189,8 @@ def playback_events(timeline: Timeline, read_pass: Callable[[int], Iterable[tupl
                     last_clock_ns = sim_ns
                     yield PlaybackEvent(offset, sim_ns, pass_index)
             yield PlaybackEvent(offset, sim_ns, pass_index, item)
+        if empty:
+            return
 
 
 def latest_by_topic(items: Iterable[tuple[str, int, T]]) -> list[tuple[str, int, T]]:
@@ -230,7 +235,8 @@ def shift_header_stamp(raw: bytes, shift_ns: int) -> bytes:
         raise PlaybackError(f"a {len(raw)}-byte message is too short to hold a header stamp")
     order = _CDR_ENCAPSULATIONS.get(bytes(raw[:2]))
     if order is None:
-        raise PlaybackError(f"unsupported serialization (encapsulation bytes {bytes(raw[:2]).hex()}); expected plain CDR")
+        raise PlaybackError(f"unsupported serialization (encapsulation bytes {bytes(raw[:2]).hex()}); "
+                            "expected plain CDR")
     sec, nanosec = struct.unpack_from(order + "iI", raw, 4)
     total = sec * NS + nanosec + shift_ns
     if not 0 <= total // NS <= _INT32_MAX:

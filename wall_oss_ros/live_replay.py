@@ -21,7 +21,6 @@ comparison of what was played still complete.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections import Counter, deque
@@ -44,7 +43,6 @@ from wall_oss_core.robot_config import RobotConfig, default_config_path, load_ro
 from wall_oss_core.run_comparison import RunComparisonError, chunks_by_pass, compare_run, run_chunks, topic_rates
 from wall_oss_ros.recorder import BagRecorder, RecorderError, message_class
 
-LOG = logging.getLogger(__name__)
 PLAY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # reliable offers match every subscriber
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
