@@ -136,7 +136,7 @@ class BagRecorder:
                 self.on_message(topic, raw, stamp)
 
         self._subscriptions[topic] = self.node.create_subscription(cls, topic, write, qos, raw=True)
-        self.node.get_logger().info(f"recording {topic} ({type_name})")
+        self.node.get_logger().debug(f"recording {topic} ({type_name})")
 
     def close(self) -> Path:
         """Stop recording and finish the bag (metadata.yaml); returns the bag directory."""

@@ -8,6 +8,7 @@ camera and must not delay the physics timer). Malformed commands are rejected, c
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
@@ -224,7 +226,7 @@ class SimArmNode(Node):
     def _camera_loop(self) -> None:
         period = 1.0 / self.params.camera_rate_hz
         next_time = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.context.ok():
             with self._lock:
                 positions = self.dynamics.positions.copy()
             stamp = self.get_clock().now().to_msg()
@@ -270,7 +272,11 @@ class SimArmNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # Ctrl-C raises KeyboardInterrupt in spin instead of rclpy's handler invalidating the context
+    # while the camera thread may still publish. Installed explicitly: a process started in the
+    # background inherits SIGINT as ignored, and Python then would not raise KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = SimArmNode()
     except (ConfigError, ValueError, FileNotFoundError, ParameterException) as error:
