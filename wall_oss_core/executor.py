@@ -121,7 +121,6 @@ class PreparedChunk:
 
 @dataclass(frozen=True)
 class Accepted:
-    chunk: Chunk
     skipped_actions: int  # actions whose time had passed at acceptance
     blend_duration: float
 
@@ -201,10 +200,9 @@ class JointStateHistory:
 
 @dataclass(frozen=True)
 class _Plan:
-    """What the command follows from `start` on: a chunk's curve plus its stitch correction until the
-    chunk's last action, then a stop to rest; or only a stop (hold)."""
+    """What the command follows: a chunk's curve plus its stitch correction until the chunk's last
+    action, then a stop to rest; or only a stop (hold)."""
 
-    start: float
     stop: StopProfile
     spline: HermiteSpline | None = None
     blend: Blend | None = None
@@ -260,7 +258,7 @@ class ChunkExecutor:
         if dropped:
             self.counters.discarded += 1
         position, velocity, _ = plan.state(now)
-        self._plan = _Plan(now, StopProfile.from_state(now, position, velocity, self._stop_deceleration), chunk=None)
+        self._plan = _Plan(StopProfile.from_state(now, position, velocity, self._stop_deceleration))
         return dropped
 
     def submit(self, chunk: Chunk, now: float) -> Accepted | Rejected:
@@ -314,11 +312,11 @@ class ChunkExecutor:
         end_correction, end_correction_rate = blend.evaluate(spline.end)
         stop = StopProfile.from_state(spline.end, end_position + end_correction, end_velocity + end_correction_rate,
                                       self._stop_deceleration)
-        self._plan = _Plan(now, stop, spline, blend, chunk)
+        self._plan = _Plan(stop, spline, blend, chunk)
         skipped = int(np.count_nonzero(prepared.times <= now))
         self.counters.accepted += 1
         self.counters.skipped_actions += skipped
-        return Accepted(chunk, skipped, duration)
+        return Accepted(skipped, duration)
 
     # ---------------------------------------------------------------- output
 
@@ -344,7 +342,7 @@ class ChunkExecutor:
         if self._plan is None:
             _, measured = self.history.latest()
             measured = np.clip(measured, self._lower, self._upper)
-            self._plan = _Plan(now, StopProfile(now, measured, np.zeros_like(measured), 0.0))
+            self._plan = _Plan(StopProfile(now, measured, np.zeros_like(measured), 0.0))
         return self._plan
 
     def _reject(self, rejection: Rejected) -> Rejected:

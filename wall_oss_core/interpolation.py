@@ -55,10 +55,6 @@ class HermiteSpline:
         return cls(times, positions, finite_difference_velocities(times, positions))
 
     @property
-    def start(self) -> float:
-        return float(self.times[0])
-
-    @property
     def end(self) -> float:
         return float(self.times[-1])
 
@@ -157,14 +153,6 @@ class StopProfile:
         velocity = np.asarray(velocity, dtype=float).copy()
         duration = float(np.max(np.abs(velocity) / deceleration, initial=0.0))
         return cls(start, position, velocity, duration)
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
-
-    @property
-    def rest_position(self) -> np.ndarray:
-        return self.position + 0.5 * self.velocity * self.duration
 
     def evaluate(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         tau = min(max(t - self.start, 0.0), self.duration)
