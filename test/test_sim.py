@@ -145,6 +145,28 @@ def test_images_follow_the_arm_pose(kinematics):
     assert not np.array_equal(before["left_wrist_view"], before["right_wrist_view"])
 
 
+def test_camera_process_renders_the_same_frames_and_encodes_jpeg(kinematics):
+    import cv2
+
+    from wall_oss_core.sim import CameraProcess, CameraSettings
+
+    settings = CameraSettings(width=96, height=72, jpeg=True)
+    cameras = CameraProcess(str(ROBOT_CONFIG), settings)
+    try:
+        positions = kinematics.config.home_positions()
+        frames = cameras.render(positions)
+        expected = SceneRenderer(kinematics, 96, 72).render(positions)
+        assert set(frames) == set(expected)
+        for name, (rgb, jpeg) in frames.items():
+            assert rgb == expected[name].tobytes()
+            decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            assert np.abs(decoded.astype(int) - expected[name]).mean() < 8  # lossy, but the same picture
+    finally:
+        cameras.close()
+    with pytest.raises(RuntimeError, match="camera process"):
+        cameras.render(positions)
+
+
 # --- the node ---------------------------------------------------------------------------------------
 
 FAST_SIM = {"camera_rate_hz": 0.0}

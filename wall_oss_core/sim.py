@@ -353,3 +353,86 @@ def _clip_near(polygon: np.ndarray) -> np.ndarray:
             t = (_NEAR_PLANE - current[2]) / (following[2] - current[2])
             out.append(current + t * (following - current))
     return np.array(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering in a separate process
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """What the camera process renders and encodes."""
+
+    width: int = 640
+    height: int = 480
+    horizontal_fov_deg: float = 75.0
+    raw: bool = True           # return RGB bytes
+    jpeg: bool = False         # return JPEG bytes
+    jpeg_quality: int = 85
+
+
+def render_worker(robot_config_path: str, settings: CameraSettings, connection) -> None:
+    """Loop of the camera process: joint positions in, {camera: (rgb bytes | None, jpeg bytes | None)}
+    out, until it receives None. Ctrl-C is left to the parent, which stops the worker."""
+    import signal
+
+    from wall_oss_core.robot_config import load_robot_config
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    renderer = SceneRenderer(BimanualKinematics(load_robot_config(robot_config_path)), settings.width,
+                             settings.height, settings.horizontal_fov_deg)
+    connection.send("ready")
+    while True:
+        positions = connection.recv()
+        if positions is None:
+            return
+        frames = {}
+        for name, rgb in renderer.render(positions).items():
+            jpeg = None
+            if settings.jpeg:
+                ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                           [cv2.IMWRITE_JPEG_QUALITY, settings.jpeg_quality])
+                jpeg = encoded.tobytes() if ok else None
+            frames[name] = (rgb.tobytes() if settings.raw else None, jpeg)
+        connection.send(frames)
+
+
+class CameraProcess:
+    """Renders the cameras in a child process, so that the simulated arm's timers never wait for the
+    renderer's Python loops (they would share one interpreter lock with it in a thread)."""
+
+    def __init__(self, robot_config_path: str, settings: CameraSettings, startup_timeout: float = 60.0):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # forking a process with DDS threads is unsafe
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=render_worker, args=(str(robot_config_path), settings, child),
+                                        name="sim_cameras", daemon=True)
+        self._process.start()
+        child.close()
+        if not self._connection.poll(startup_timeout) or self._connection.recv() != "ready":
+            self.close()
+            raise RuntimeError(f"the camera process did not start within {startup_timeout:g} s")
+
+    def render(self, positions: np.ndarray, timeout: float = 10.0) -> dict[str, tuple[bytes | None, bytes | None]]:
+        """Frames of every camera for these joint positions; RuntimeError if the process is gone or stuck."""
+        try:
+            self._connection.send(np.asarray(positions, dtype=float))
+            if not self._connection.poll(timeout):
+                raise RuntimeError(f"the camera process did not answer within {timeout:g} s")
+            return self._connection.recv()
+        except (EOFError, OSError) as error:  # broken pipe, or a connection already closed
+            raise RuntimeError(f"the camera process is gone (exit code {self._process.exitcode})") from error
+
+    def close(self) -> None:
+        if self._connection.closed:
+            return
+        try:
+            self._connection.send(None)
+        except OSError:  # the process is gone already
+            pass
+        self._process.join(2.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(2.0)
+        self._connection.close()

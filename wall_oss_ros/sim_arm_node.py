@@ -3,8 +3,9 @@
 It listens where the real controllers listen (`/<controller>/commands` as std_msgs/Float64MultiArray,
 or `/<controller>/joint_trajectory` as trajectory_msgs/JointTrajectory, as config/bimanual.yaml
 selects), integrates the joints with `wall_oss_core.sim.ArmDynamics` on a timer, publishes
-`/joint_states`, and renders the face and wrist cameras on a plain thread (rendering takes ~10 ms a
-camera and must not delay the physics timer). Malformed commands are rejected, counted and logged.
+`/joint_states`, and renders the face and wrist cameras in a child process (`CameraProcess`: rendering
+takes ~10 ms a camera in Python and, in a thread, would delay the physics timer through the GIL).
+Malformed commands are rejected, counted and logged.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import threading
 import time
 from dataclasses import dataclass, fields
 
-import cv2
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -30,7 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from wall_oss_core.kinematics import BimanualKinematics
 from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
-from wall_oss_core.sim import ArmDynamics, ArmDynamicsConfig, SceneRenderer, TrajectoryTarget
+from wall_oss_core.sim import ArmDynamics, ArmDynamicsConfig, CameraProcess, CameraSettings, TrajectoryTarget
 from wall_oss_ros.conversions import stamp_to_seconds
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -213,17 +213,21 @@ class SimArmNode(Node):
 
     def _start_cameras(self) -> None:
         params = self.params
-        self.renderer = SceneRenderer(self.kinematics, params.image_width, params.image_height, params.camera_fov_deg)
+        settings = CameraSettings(width=params.image_width, height=params.image_height,
+                                  horizontal_fov_deg=params.camera_fov_deg, raw=params.publish_raw_images,
+                                  jpeg=params.publish_compressed_images, jpeg_quality=params.jpeg_quality)
+        self._cameras = CameraProcess(str(self.robot.source), settings)
         self._camera_pubs = {}
         for camera in self.robot.cameras:
-            raw = self.create_publisher(Image, camera.topic, qos_profile_sensor_data) if params.publish_raw_images else None
+            raw = self.create_publisher(Image, camera.topic, qos_profile_sensor_data) if settings.raw else None
             compressed = (self.create_publisher(CompressedImage, camera.topic + "/compressed", qos_profile_sensor_data)
-                          if params.publish_compressed_images else None)
+                          if settings.jpeg else None)
             self._camera_pubs[camera.name] = (camera.frame, raw, compressed)
         self._camera_thread = threading.Thread(target=self._camera_loop, name="sim_cameras", daemon=True)
         self._camera_thread.start()
 
     def _camera_loop(self) -> None:
+        """Asks the camera process for frames at the camera rate and publishes them."""
         period = 1.0 / self.params.camera_rate_hz
         next_time = time.monotonic()
         while not self._stop.is_set() and self.context.ok():
@@ -231,10 +235,11 @@ class SimArmNode(Node):
                 positions = self.dynamics.positions.copy()
             stamp = self.get_clock().now().to_msg()
             try:
-                frames = self.renderer.render(positions)
-                self._publish_frames(frames, stamp)
-            except Exception as error:  # a rendering bug must not silently stop the cameras
-                self.get_logger().error(f"camera rendering failed: {error!r}", throttle_duration_sec=5.0)
+                frames = self._cameras.render(positions)
+            except RuntimeError as error:
+                self.get_logger().error(f"cameras stopped: {error}")
+                return
+            self._publish_frames(frames, stamp)
             next_time += period
             delay = next_time - time.monotonic()
             if delay < 0:  # cannot keep up: skip ahead instead of bursting
@@ -242,33 +247,32 @@ class SimArmNode(Node):
                 delay = 0.0
             self._stop.wait(delay)
 
-    def _publish_frames(self, frames: dict[str, np.ndarray], stamp) -> None:
-        for name, rgb in frames.items():
+    def _publish_frames(self, frames: dict[str, tuple[bytes | None, bytes | None]], stamp) -> None:
+        width, height = self.params.image_width, self.params.image_height
+        for name, (rgb, jpeg) in frames.items():
             frame_id, raw_pub, compressed_pub = self._camera_pubs[name]
-            if raw_pub is not None:
+            if raw_pub is not None and rgb is not None:
                 msg = Image()
                 msg.header.stamp = stamp
                 msg.header.frame_id = frame_id
-                msg.height, msg.width = rgb.shape[:2]
+                msg.height, msg.width = height, width
                 msg.encoding = "rgb8"
-                msg.step = rgb.shape[1] * 3
-                msg.data = rgb.tobytes()
+                msg.step = width * 3
+                msg.data = rgb
                 raw_pub.publish(msg)
-            if compressed_pub is not None:
-                ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                           [cv2.IMWRITE_JPEG_QUALITY, self.params.jpeg_quality])
-                if ok:
-                    msg = CompressedImage()
-                    msg.header.stamp = stamp
-                    msg.header.frame_id = frame_id
-                    msg.format = "rgb8; jpeg compressed bgr8"
-                    msg.data = encoded.tobytes()
-                    compressed_pub.publish(msg)
+            if compressed_pub is not None and jpeg is not None:
+                msg = CompressedImage()
+                msg.header.stamp = stamp
+                msg.header.frame_id = frame_id
+                msg.format = "rgb8; jpeg compressed bgr8"
+                msg.data = jpeg
+                compressed_pub.publish(msg)
 
     def stop_cameras(self) -> None:
         self._stop.set()
         if self._camera_thread is not None:
-            self._camera_thread.join(timeout=2.0)
+            self._camera_thread.join(timeout=12.0)
+            self._cameras.close()
 
 
 def main(args=None) -> int:

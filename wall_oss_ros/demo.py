@@ -1,0 +1,339 @@
+"""`wall-oss demo`: the whole graph on the simulated bimanual arm, recorded and summarized.
+
+Launches launch/sim.launch.yaml through the launch runner (simulated arm + policy + chunk executor +
+safety supervisor), publishes the instruction (transient local, so late joiners get it), records the
+run to an MCAP bag in runs/<timestamp>/ while showing one updating progress line, then prints what
+happened: chunks received, the command rate the controllers saw (mean and p99 period), safety
+events, how far the arms moved, and where the bag and the node logs are.
+
+Policy: with --checkpoint DIR the Wall-OSS backend runs that checkpoint; without it the replay
+backend serves a scripted reach-and-grasp demonstration (`wall_oss_core.demo_trajectory`) so the
+demo needs nothing but this repository. Exit status 1 when the graph misbehaves: a node died, no
+chunk or no controller command arrived, or the graph did not come up in time.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wall_oss_core.paths import share_file
+from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
+from wall_oss_ros.launch_runner import LaunchError, LaunchRunner, parse_assignments, plan_launch, resolve_launch_file
+
+STATE_NAMES = {0: "OK", 1: "LIMITING", 2: "HOLD", 3: "ESTOP", 4: "FAULT"}
+QUIET_STATES = ("OK", "LIMITING")  # states that are not a safety event
+JOINT_STATE_SAMPLING = 10  # one joint state in this many is decoded for the arm-motion statistic
+
+
+@dataclass
+class DemoStats:
+    """What the demo process observed on the graph's topics (fed by the recorder's message hook)."""
+
+    chunk_ids: list[int] = field(default_factory=list)
+    command_times: list[float] = field(default_factory=list)  # receive times of one controller's commands [s]
+    safety_state: str = "(none yet)"
+    safety_reason: str = ""
+    safety_counters: tuple[int, int, int] = (0, 0, 0)  # passed, modified, rejected
+    safety_events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, state, reason)
+    start_positions: np.ndarray | None = None
+    max_excursion: float = 0.0  # largest joint distance from the start [rad or m]
+    joint_state_count: int = 0  # decoded (sampled) joint states
+
+    def command_rate(self, window: float | None = None) -> float:
+        times = self.command_times
+        if window is not None:
+            times = [t for t in times if t >= times[-1] - window] if times else []
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def command_periods_ms(self) -> np.ndarray:
+        return np.diff(np.asarray(self.command_times)) * 1000.0
+
+
+class _Observer:
+    """Turns raw recorded messages into DemoStats; deserializes only the few topics it reads."""
+
+    def __init__(self, stats: DemoStats, topics: dict[str, str], command_topic: str, joint_names: tuple[str, ...],
+                 clock_origin: float):
+        from rclpy.serialization import deserialize_message
+        from sensor_msgs.msg import JointState
+
+        from wall_oss.msg import ActionChunk, SafetyStatus
+
+        self._deserialize = deserialize_message
+        self._types = {topics["chunk"]: ActionChunk, topics["safety"]: SafetyStatus, topics["joints"]: JointState}
+        self._topics = topics
+        self._command_topic = command_topic
+        self._joint_names = joint_names
+        self.origin = clock_origin  # events are reported relative to this time [s]
+        self._joint_messages = 0
+        self.stats = stats
+
+    def __call__(self, topic: str, raw: bytes, stamp_ns: int) -> None:
+        t = stamp_ns * 1e-9
+        stats = self.stats
+        if topic == self._command_topic:
+            stats.command_times.append(t)
+            return
+        message_type = self._types.get(topic)
+        if message_type is None:
+            return
+        if topic == self._topics["joints"]:
+            self._joint_messages += 1
+            if self._joint_messages % JOINT_STATE_SAMPLING:  # the excursion needs no more; spare the CPU
+                return
+        message = self._deserialize(raw, message_type)
+        if topic == self._topics["chunk"]:
+            stats.chunk_ids.append(int(message.chunk_id))
+        elif topic == self._topics["safety"]:
+            state = STATE_NAMES.get(message.state, message.state_name or str(message.state))
+            if state != stats.safety_state and state not in QUIET_STATES:
+                stats.safety_events.append((t - self.origin, state, message.reason))
+            stats.safety_state, stats.safety_reason = state, message.reason
+            stats.safety_counters = (message.commands_passed, message.commands_modified, message.commands_rejected)
+        else:
+            index = {name: i for i, name in enumerate(message.name)}
+            if not all(name in index for name in self._joint_names):
+                return
+            positions = np.array([message.position[index[name]] for name in self._joint_names])
+            if stats.start_positions is None:
+                stats.start_positions = positions
+            stats.max_excursion = max(stats.max_excursion, float(np.max(np.abs(positions - stats.start_positions))))
+            stats.joint_state_count += 1
+
+
+def _run_directory(root: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, suffix = root / stamp, 1
+    while candidate.exists():
+        suffix += 1
+        candidate = root / f"{stamp}-{suffix}"
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def record_topics(robot: RobotConfig, namespace: str) -> dict[str, str]:
+    """Everything worth keeping from a demo run (camera frames as JPEG to keep the bag small)."""
+    ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    topics = {"joints": "/joint_states", "instruction": f"{ns}/instruction", "chunk": f"{ns}/action_chunk",
+              "candidate": f"{ns}/candidate_command", "safety": f"{ns}/safety_status", "diagnostics": "/diagnostics"}
+    suffix = "commands" if robot.controller_interface == "forward_command" else "joint_trajectory"
+    for arm in robot.arms:
+        topics[arm.controller] = f"/{arm.controller}/{suffix}"
+        topics[arm.gripper_controller] = f"/{arm.gripper_controller}/{suffix}"
+    for camera in robot.cameras:
+        topics[camera.name] = f"{camera.topic}/compressed"
+    return topics
+
+
+def _format_summary(stats: DemoStats, *, duration: float, policy: str, command_topic: str, bag: Path,
+                    counts: dict[str, int], logs: Path, problems: list[str]) -> str:
+    periods = stats.command_periods_ms()
+    lines = [f"wall_oss demo summary: {duration:.1f} s on the simulated arm, policy: {policy}"]
+    ids = stats.chunk_ids
+    gaps = sum(max(0, b - a - 1) for a, b in zip(ids, ids[1:]))
+    lines.append(f"  action chunks received : {len(ids)}" + (
+        f" ({len(ids) / duration:.1f}/s, ids {ids[0]}..{ids[-1]}, {gaps} missing)" if ids else ""))
+    if len(periods):
+        lines.append(f"  controller commands    : {len(stats.command_times)} on {command_topic}, "
+                     f"{stats.command_rate():.1f} Hz (period mean {periods.mean():.2f} ms, "
+                     f"p99 {np.percentile(periods, 99):.2f} ms, max {periods.max():.2f} ms)")
+    else:
+        lines.append(f"  controller commands    : {len(stats.command_times)} on {command_topic}")
+    passed, modified, rejected = stats.safety_counters
+    events = ", ".join(f"{state} at {t:.1f} s ({reason})" for t, state, reason in stats.safety_events[:5])
+    more = f" and {len(stats.safety_events) - 5} more" if len(stats.safety_events) > 5 else ""
+    lines.append(f"  safety                 : final state {stats.safety_state}; commands passed {passed}, "
+                 f"modified {modified}, rejected {rejected}; events: {events + more if events else 'none'}")
+    lines.append(f"  arm motion             : largest joint excursion {stats.max_excursion:.3f} "
+                 f"(from {stats.joint_state_count} sampled joint states)")
+    size = sum(f.stat().st_size for f in bag.rglob("*") if f.is_file()) if bag.exists() else 0
+    lines.append(f"  bag                    : {bag} (mcap, {len(counts)} topics, {sum(counts.values())} messages, "
+                 f"{size / 1e6:.1f} MB)")
+    lines.append(f"  node logs              : {logs}")
+    lines.append("  result                 : " + ("FAILED: " + "; ".join(problems) if problems else "ok"))
+    return "\n".join(lines)
+
+
+class _Progress:
+    """One updating status line on a terminal; a line every few seconds otherwise (logs, CI)."""
+
+    def __init__(self, stream=sys.stdout):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last = 0.0
+
+    def show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < (0.25 if self.tty else 5.0):
+            return
+        self._last = now
+        self.stream.write(("\r\033[K" + text) if self.tty else text + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("demo", help="run the full graph on the simulated bimanual arm and summarize")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run once the graph is up (default 30)")
+    parser.add_argument("--checkpoint", type=Path, help="Wall-OSS checkpoint directory (default: replay a scripted "
+                                                        "reach-and-grasp demonstration)")
+    parser.add_argument("--instruction", help="instruction to publish (default: the demonstration's task)")
+    parser.add_argument("--rate-hz", type=float, default=200.0, help="controller command rate [Hz] (default 200)")
+    parser.add_argument("--output", type=Path, default=Path("runs"), help="runs are written to OUTPUT/<timestamp>/")
+    parser.add_argument("--startup-timeout", type=float, default=120.0,
+                        help="seconds the graph may take to come up (model loading included)")
+    parser.add_argument("--launch-file", default="sim.launch.yaml", help="launch file (default sim.launch.yaml)")
+    parser.add_argument("launch_arguments", nargs="*", metavar="name:=value",
+                        help="extra launch arguments, e.g. image_width:=320 camera_rate_hz:=10.0")
+
+
+def run(args) -> int:
+    try:
+        return _Demo(args).run()
+    except (LaunchError, ValueError, FileNotFoundError) as error:
+        print(f"wall-oss demo: {error}", file=sys.stderr)
+        return 2
+
+
+class _Demo:
+    def __init__(self, args):
+        if not (math.isfinite(args.duration) and args.duration > 0):
+            raise ValueError(f"--duration must be a positive number of seconds, got {args.duration}")
+        if not 10.0 <= args.rate_hz <= 1000.0:
+            raise ValueError(f"--rate-hz must be within [10, 1000], got {args.rate_hz}")
+        if args.checkpoint is not None and not args.checkpoint.is_dir():
+            raise ValueError(f"--checkpoint {args.checkpoint} is not a directory")
+        self.args = args
+        self.extra = parse_assignments(args.launch_arguments)
+        self.robot = load_robot_config(self.extra.get("robot_config") or default_config_path())
+        self.namespace = self.extra.get("namespace", "wall_oss")
+
+    def _prepare(self, run_dir: Path) -> tuple[dict[str, str], str, str]:
+        """Launch arguments, a description of the policy, and the instruction to publish."""
+        from wall_oss_core.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
+        from wall_oss_core.kinematics import BimanualKinematics
+        from wall_oss_core.replay_policy import save_recording
+
+        arguments = {"rate_hz": f"{self.args.rate_hz:.1f}", "publish_compressed_images": "true"}
+        if self.args.checkpoint is not None:
+            arguments.update(backend="wall_oss", checkpoint=str(self.args.checkpoint.resolve()))
+            policy = f"Wall-OSS checkpoint {self.args.checkpoint}"
+            instruction = self.args.instruction or DEMO_INSTRUCTION
+        else:
+            chunks = run_dir / "demo_chunks.npz"
+            save_recording(chunks, DemoTrajectory(BimanualKinematics(self.robot)).recording())
+            arguments.update(backend="replay", replay_source=str(chunks))
+            policy = f"replay of the scripted reach-and-grasp demonstration ({chunks.name})"
+            instruction = self.args.instruction or DEMO_INSTRUCTION
+        arguments.update(self.extra)
+        return arguments, policy, instruction
+
+    def run(self) -> int:
+        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_file("config/fastdds.xml")))
+        run_dir = _run_directory(self.args.output)
+        arguments, policy, instruction = self._prepare(run_dir)
+        plan = plan_launch(resolve_launch_file(self.args.launch_file), arguments)
+        print(f"[demo] run directory {run_dir}")
+        print(f"[demo] policy: {policy}")
+        for note in plan.skipped:
+            print(f"[demo] {note}")
+        logs = run_dir / "logs"
+        runner = LaunchRunner(plan, stream=None, log_dir=logs)
+        runner.start()
+        print(f"[demo] started {', '.join(n.fully_qualified_name for n in plan.nodes)} (logs in {logs})")
+        try:
+            return self._observe(runner, run_dir, policy, instruction, logs)
+        finally:
+            runner.stop()
+
+    def _observe(self, runner: LaunchRunner, run_dir: Path, policy: str, instruction: str, logs: Path) -> int:
+        import rclpy
+        from rclpy.experimental import EventsExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
+        from std_msgs.msg import String
+
+        from wall_oss_ros.recorder import BagRecorder
+
+        context = rclpy.Context()
+        rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+        node = rclpy.create_node("wall_oss_demo", context=context)
+        executor = EventsExecutor(context=context)
+        executor.add_node(node)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        topics = record_topics(self.robot, self.namespace)
+        instruction_pub = node.create_publisher(String, topics["instruction"], latched)
+        command_topic = topics[self.robot.arms[0].controller]
+        stats = DemoStats()
+        observer = _Observer(stats, topics, command_topic, self.robot.command_joints, time.time())
+        bag = run_dir / "bag"
+        recorder = BagRecorder(node, bag, list(topics.values()), on_message=observer)
+        node.create_timer(0.5, recorder.discover)
+        progress = _Progress()
+        problems: list[str] = []
+        interrupted = False
+        started = time.monotonic()
+        running_since = None
+        try:
+            while True:
+                executor.spin_once(timeout_sec=0.02)
+                dead = runner.dead_node()
+                if dead is not None:
+                    problems.append(f"node {dead[0]!r} died (exit code {dead[1]}); see {logs / (dead[0] + '.log')}")
+                    break
+                now = time.monotonic()
+                if running_since is None:
+                    waiting = [t for t in recorder.pending_topics if t != topics["diagnostics"]]
+                    if stats.joint_state_count and not waiting:
+                        instruction_pub.publish(String(data=instruction))
+                        running_since = now
+                        observer.origin = time.time()
+                        progress.show(f"[demo] graph up after {now - started:.1f} s; instruction: {instruction!r}",
+                                      force=True)
+                        progress.done()
+                    elif now - started > self.args.startup_timeout:
+                        problems.append(f"the graph did not come up within {self.args.startup_timeout:g} s "
+                                        f"(no publisher yet on {', '.join(waiting) or '/joint_states'})")
+                        break
+                    else:
+                        progress.show(f"[demo] waiting for the graph ({now - started:.0f} s): "
+                                      f"{len(waiting)} topics without publishers")
+                    continue
+                elapsed = now - running_since
+                progress.show(f"[demo] {elapsed:5.1f}/{self.args.duration:g} s | chunks {len(stats.chunk_ids)} | "
+                              f"commands {stats.command_rate(window=2.0):6.1f} Hz | safety {stats.safety_state} | "
+                              f"max excursion {stats.max_excursion:.2f}")
+                if elapsed >= self.args.duration:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            problems.append("interrupted (Ctrl-C)")
+        progress.done()
+        duration = time.monotonic() - running_since if running_since is not None else 0.0
+        path = recorder.close()
+        if running_since is not None and not interrupted:
+            if not stats.chunk_ids:
+                problems.append("no action chunk was received")
+            if not stats.command_times:
+                problems.append(f"no controller command was received on {command_topic}")
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        print(_format_summary(stats, duration=duration, policy=policy, command_topic=command_topic, bag=path,
+                              counts=dict(recorder.counts), logs=logs, problems=problems))
+        if interrupted:
+            return 130
+        return 1 if problems else 0
