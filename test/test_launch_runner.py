@@ -206,6 +206,24 @@ def test_argument_words_and_file_lookup(tmp_path):
         plan_launch(bad)
 
 
+def test_shipped_launch_files_resolve(tmp_path):
+    """Every shipped launch file resolves with its defaults: wall_oss nodes exist, params files exist,
+    rviz2 / robot_state_publisher are skipped here when asked for."""
+    for name, arguments in (("sim.launch.yaml", {"use_rviz": "true"}),
+                            ("robot.launch.yaml", {"use_rviz": "true", "publish_robot_description": "true"})):
+        plan = plan_launch(REPO_ROOT / "launch" / name, arguments)
+        try:
+            wall_oss = {n.name: n.namespace for n in plan.nodes if n.package == "wall_oss"}
+            assert {"policy", "chunk_executor", "safety_supervisor", "markers"} <= set(wall_oss)
+            assert all(wall_oss[n] == "/wall_oss" for n in ("policy", "chunk_executor", "safety_supervisor"))
+            assert ("sim_arm" in wall_oss) == (name == "sim.launch.yaml")
+            assert all(n.env["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("fastdds.xml") for n in plan.nodes)
+            assert len(plan.skipped) == 2 and {s.split(":")[0] for s in plan.skipped} == {"robot_state_publisher",
+                                                                                          "rviz2"}
+        finally:
+            plan.cleanup()
+
+
 # --- running ----------------------------------------------------------------------------------------
 
 SIM_NODES = """
