@@ -198,6 +198,7 @@ class SafetySupervisor:
         self._estop_latched = False
         self._estop_input = False
         self._estop_source = ""
+        self._estop_time = 0.0
         self._counters = SafetyCounters()
         self._state = SafetyState.HOLD
 
@@ -256,11 +257,11 @@ class SafetySupervisor:
         """The e-stop input (topic). Asserting it latches the e-stop; releasing it only allows a
         reset. Returns True when this call latched the e-stop."""
         self._estop_input = bool(asserted)
-        return self._estop_input and self._latch("e-stop topic")
+        return self._estop_input and self._latch(t, "e-stop topic")
 
     def trigger_estop(self, t: float, source: str = "trigger_estop service") -> bool:
         """Latch the e-stop (service); returns True if it was not latched already."""
-        return self._latch(source)
+        return self._latch(t, source)
 
     def reset_estop(self, now: float) -> tuple[bool, str]:
         """Clear a latched e-stop; refused while the e-stop input is asserted or inputs are stale."""
@@ -275,11 +276,12 @@ class SafetySupervisor:
         self._estop_latched = False
         return True, "e-stop reset; following candidates again"
 
-    def _latch(self, source: str) -> bool:
+    def _latch(self, t: float, source: str) -> bool:
         if self._estop_latched:
             return False
         self._estop_latched = True
         self._estop_source = source
+        self._estop_time = t
         self._counters = replace(self._counters, estop_count=self._counters.estop_count + 1)
         return True
 
@@ -331,7 +333,8 @@ class SafetySupervisor:
         when it may track. The node uses it to publish a state change before the next tick."""
         if self._estop_latched:
             asserted = " (input still asserted)" if self._estop_input else ""
-            return Hold(SafetyState.ESTOP, "estop", f"e-stop latched by {self._estop_source}{asserted}; call reset_estop")
+            return Hold(SafetyState.ESTOP, "estop", f"e-stop latched by {self._estop_source} "
+                        f"{now - self._estop_time:.1f} s ago{asserted}; call reset_estop")
         joint_age, candidate_age = self.input_ages(now)
         if joint_age is None:
             return Hold(SafetyState.HOLD, "watchdog:joint_state", "waiting for the first joint state")
