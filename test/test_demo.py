@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+from conftest import wait_for
 from rosbags.rosbag2 import Reader
 
 from wall_oss_core.bag_types import wall_oss_typestore
@@ -55,3 +56,31 @@ def test_demo_fails_naming_the_node_that_died(tmp_path):
     assert result.returncode == 1, output
     assert re.search(r"node 'sim_arm' died \(exit code 2\)", output), output
     assert "FAILED" in output
+
+
+def test_ctrl_c_stops_the_demo_with_a_summary_and_a_finished_bag(tmp_path):
+    import signal
+    import threading
+
+    process = subprocess.Popen([sys.executable, "-m", "wall_oss_ros.cli", "demo", "--duration", "120", "--output",
+                                str(tmp_path / "runs"), *SMALL_CAMERAS], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("graph up after" in line for line in lines), 90, message="the demo graph up")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(5)
+    output = "".join(lines)
+    assert "result                 : FAILED: interrupted (Ctrl-C)" in output
+    bag = next((tmp_path / "runs").iterdir()) / "bag"
+    with Reader(bag) as reader_:
+        assert any(c.topic == "/joint_states" and c.msgcount > 0 for c in reader_.connections)
+    logs = bag.parent / "logs"
+    for name in ("sim_arm", "policy", "chunk_executor", "safety_supervisor"):
+        assert (logs / f"{name}.log").is_file()

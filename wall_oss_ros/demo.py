@@ -266,7 +266,9 @@ class _Demo:
         from std_msgs.msg import String
 
         from wall_oss_ros.recorder import BagRecorder
+        from wall_oss_ros.spin import install_stop_signals
 
+        stop = install_stop_signals()
         context = rclpy.Context()
         rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node("wall_oss_demo", context=context)
@@ -286,42 +288,40 @@ class _Demo:
         node.create_timer(0.5, recorder.discover)
         progress = _Progress()
         problems: list[str] = []
-        interrupted = False
         started = time.monotonic()
         running_since = None
-        try:
-            while True:
-                executor.spin_once(timeout_sec=0.02)
-                dead = runner.dead_node()
-                if dead is not None:
-                    problems.append(f"node {dead[0]!r} died (exit code {dead[1]}); see {logs / (dead[0] + '.log')}")
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.02)
+            dead = runner.dead_node()
+            if dead is not None:
+                problems.append(f"node {dead[0]!r} died (exit code {dead[1]}); see {logs / (dead[0] + '.log')}")
+                break
+            now = time.monotonic()
+            if running_since is None:
+                waiting = [t for t in recorder.pending_topics if t != topics["diagnostics"]]
+                if stats.joint_state_count and not waiting:
+                    instruction_pub.publish(String(data=instruction))
+                    running_since = now
+                    observer.origin = time.time()
+                    progress.show(f"[demo] graph up after {now - started:.1f} s; instruction: {instruction!r}",
+                                  force=True)
+                    progress.done()
+                elif now - started > self.args.startup_timeout:
+                    problems.append(f"the graph did not come up within {self.args.startup_timeout:g} s "
+                                    f"(no publisher yet on {', '.join(waiting) or '/joint_states'})")
                     break
-                now = time.monotonic()
-                if running_since is None:
-                    waiting = [t for t in recorder.pending_topics if t != topics["diagnostics"]]
-                    if stats.joint_state_count and not waiting:
-                        instruction_pub.publish(String(data=instruction))
-                        running_since = now
-                        observer.origin = time.time()
-                        progress.show(f"[demo] graph up after {now - started:.1f} s; instruction: {instruction!r}",
-                                      force=True)
-                        progress.done()
-                    elif now - started > self.args.startup_timeout:
-                        problems.append(f"the graph did not come up within {self.args.startup_timeout:g} s "
-                                        f"(no publisher yet on {', '.join(waiting) or '/joint_states'})")
-                        break
-                    else:
-                        progress.show(f"[demo] waiting for the graph ({now - started:.0f} s): "
-                                      f"{len(waiting)} topics without publishers")
-                    continue
-                elapsed = now - running_since
-                progress.show(f"[demo] {elapsed:5.1f}/{self.args.duration:g} s | chunks {len(stats.chunk_ids)} | "
-                              f"commands {stats.command_rate(window=2.0):6.1f} Hz | safety {stats.safety_state} | "
-                              f"max excursion {stats.max_excursion:.2f}")
-                if elapsed >= self.args.duration:
-                    break
-        except KeyboardInterrupt:
-            interrupted = True
+                else:
+                    progress.show(f"[demo] waiting for the graph ({now - started:.0f} s): "
+                                  f"{len(waiting)} topics without publishers")
+                continue
+            elapsed = now - running_since
+            progress.show(f"[demo] {elapsed:5.1f}/{self.args.duration:g} s | chunks {len(stats.chunk_ids)} | "
+                          f"commands {stats.command_rate(window=2.0):6.1f} Hz | safety {stats.safety_state} | "
+                          f"max excursion {stats.max_excursion:.2f}")
+            if elapsed >= self.args.duration:
+                break
+        interrupted = stop.is_set()
+        if interrupted:
             problems.append("interrupted (Ctrl-C)")
         progress.done()
         duration = time.monotonic() - running_since if running_since is not None else 0.0

@@ -24,13 +24,15 @@ from pathlib import Path
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from wall_oss_core.bag_types import wall_oss_typestore
+from wall_oss_ros.spin import install_stop_signals, spin_until_stopped
 
 RECORD_DEPTH = 100
 _NO_TIME = QosTime(sec=0, nsec=0)
@@ -149,7 +151,8 @@ class BagRecorder:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = install_stop_signals()
     node = Node("recorder")
     topics = node.declare_parameter("topics", [""], ParameterDescriptor(
         description="absolute names of the topics to record")).value
@@ -171,9 +174,7 @@ def main(args=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_stopped(executor, stop)
     finally:
         path = recorder.close()
         summary = ", ".join(f"{t}: {recorder.counts[t]}" for t in recorder.topics)

@@ -9,7 +9,6 @@ Malformed commands are rejected, counted and logged.
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -32,6 +31,7 @@ from wall_oss_core.kinematics import BimanualKinematics
 from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
 from wall_oss_core.sim import ArmDynamics, ArmDynamicsConfig, CameraProcess, CameraSettings, TrajectoryTarget
 from wall_oss_ros.conversions import stamp_to_seconds
+from wall_oss_ros.spin import install_stop_signals, spin_until_stopped
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 MAX_STEP = 0.05  # [s] a stalled process integrates at most this much at once instead of jumping
@@ -276,11 +276,8 @@ class SimArmNode(Node):
 
 
 def main(args=None) -> int:
-    # Ctrl-C raises KeyboardInterrupt in spin instead of rclpy's handler invalidating the context
-    # while the camera thread may still publish. Installed explicitly: a process started in the
-    # background inherits SIGINT as ignored, and Python then would not raise KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = install_stop_signals()
     try:
         node = SimArmNode()
     except (ConfigError, ValueError, FileNotFoundError, ParameterException) as error:
@@ -290,9 +287,7 @@ def main(args=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_stopped(executor, stop)
     finally:
         node.stop_cameras()
         executor.shutdown()
