@@ -125,3 +125,23 @@ def test_an_unrecordable_type_is_reported_and_the_rest_records(ros_node, tmp_pat
     recorder.close()
     with Reader(tmp_path / "bag") as reader:
         assert [c.topic for c in reader.connections] == ["/counter"]
+
+
+def test_recorder_node_records_until_ctrl_c(ros_node, node_processes, tmp_path):
+    from rclpy.duration import Duration
+    from std_msgs.msg import String
+
+    publisher = ros_node.create_publisher(String, "/chatter", 10)
+    recorder = node_processes("wall_oss_ros.recorder", params={"topics": ["/chatter"], "output": str(tmp_path / "bag"),
+                                                                "discovery_period": 0.1})
+    wait_for(lambda: publisher.get_subscription_count() > 0, 20, poll=ros_node.spin_briefly,
+             message="the recorder subscribed")
+    for index in range(4):
+        publisher.publish(String(data=f"message {index}"))
+    # every message reached the recorder process before it is stopped: it subscribed reliably (as the
+    # publisher offers) and the publisher waits for the acknowledgements
+    assert recorder.alive() and publisher.wait_for_all_acked(Duration(seconds=10))
+    assert recorder.stop() == 0
+    assert "recorder: wrote" in recorder.log() and "/chatter: 4" in recorder.log()
+    with Reader(tmp_path / "bag") as reader:
+        assert [c.msgcount for c in reader.connections] == [4]

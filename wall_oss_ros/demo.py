@@ -72,7 +72,7 @@ class _Observer:
         self._topics = topics
         self._command_topic = command_topic
         self._joint_names = joint_names
-        self.origin = clock_origin  # events are reported relative to this time [s]
+        self._origin = clock_origin  # events are reported relative to this time (the demo's start) [s]
         self._joint_messages = 0
         self.stats = stats
 
@@ -95,7 +95,7 @@ class _Observer:
         elif topic == self._topics["safety"]:
             state = STATE_NAMES.get(message.state, message.state_name or str(message.state))
             if state != stats.safety_state and state not in QUIET_STATES:
-                stats.safety_events.append((t - self.origin, state, message.reason))
+                stats.safety_events.append((t - self._origin, state, message.reason))
             stats.safety_state, stats.safety_reason = state, message.reason
             stats.safety_counters = (message.commands_passed, message.commands_modified, message.commands_rejected)
         else:
@@ -151,7 +151,8 @@ def _format_summary(stats: DemoStats, *, duration: float, policy: str, command_t
     events = ", ".join(f"{state} at {t:.1f} s ({reason})" for t, state, reason in stats.safety_events[:5])
     more = f" and {len(stats.safety_events) - 5} more" if len(stats.safety_events) > 5 else ""
     lines.append(f"  safety                 : final state {stats.safety_state}; commands passed {passed}, "
-                 f"modified {modified}, rejected {rejected}; events: {events + more if events else 'none'}")
+                 f"modified {modified}, rejected {rejected}; events (time since start): "
+                 f"{events + more if events else 'none'}")
     lines.append(f"  arm motion             : largest joint excursion {stats.max_excursion:.3f} "
                  f"(from {stats.joint_state_count} sampled joint states)")
     size = sum(f.stat().st_size for f in bag.rglob("*") if f.is_file()) if bag.exists() else 0
@@ -289,7 +290,8 @@ class _Demo:
         progress = _Progress()
         problems: list[str] = []
         started = time.monotonic()
-        running_since = None
+        instructed_at = None  # the instruction goes out once every recorded topic is in the graph
+        running_since = None  # the run's duration counts from the first chunk (a model may load slowly)
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.02)
             dead = runner.dead_node()
@@ -299,20 +301,26 @@ class _Demo:
             now = time.monotonic()
             if running_since is None:
                 waiting = [t for t in recorder.pending_topics if t != topics["diagnostics"]]
-                if stats.joint_state_count and not waiting:
+                if instructed_at is None and stats.joint_state_count and not waiting:
                     instruction_pub.publish(String(data=instruction))
-                    running_since = now
-                    observer.origin = time.time()
+                    instructed_at = now
                     progress.show(f"[demo] graph up after {now - started:.1f} s; instruction: {instruction!r}",
                                   force=True)
                     progress.done()
+                elif instructed_at is not None and stats.chunk_ids:
+                    running_since = now
+                    progress.show(f"[demo] first action chunk {now - instructed_at:.1f} s after the instruction",
+                                  force=True)
+                    progress.done()
                 elif now - started > self.args.startup_timeout:
-                    problems.append(f"the graph did not come up within {self.args.startup_timeout:g} s "
-                                    f"(no publisher yet on {', '.join(waiting) or '/joint_states'})")
+                    problems.append(f"the graph did not come up within {self.args.startup_timeout:g} s ("
+                                    + (f"no publisher yet on {', '.join(waiting) or '/joint_states'}"
+                                       if instructed_at is None else "no action chunk from the policy") + ")")
                     break
                 else:
-                    progress.show(f"[demo] waiting for the graph ({now - started:.0f} s): "
-                                  f"{len(waiting)} topics without publishers")
+                    progress.show(f"[demo] waiting for the graph ({now - started:.0f} s): " +
+                                  (f"{len(waiting)} topics without publishers" if instructed_at is None
+                                   else "no action chunk yet (the policy may be loading its model)"))
                 continue
             elapsed = now - running_since
             progress.show(f"[demo] {elapsed:5.1f}/{self.args.duration:g} s | chunks {len(stats.chunk_ids)} | "
