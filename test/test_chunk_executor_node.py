@@ -220,7 +220,7 @@ def test_ee_chunks_become_joint_targets_and_instructions_select_and_pause(node_p
 def test_out_of_range_parameters_stop_the_node_with_a_reason():
     result = subprocess.run([sys.executable, "-m", MODULE, "--ros-args", "-p", "rate_hz:=50.0"],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "rate_hz" in result.stderr + result.stdout
+    assert result.returncode == 2 and "rate_hz" in result.stderr + result.stdout
     result = subprocess.run([sys.executable, "-m", MODULE, "--ros-args", "-p", "blend_time:=0.5",
                              "-p", "max_blend_time:=0.2"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "max_blend_time" in result.stderr + result.stdout
+    assert result.returncode == 2 and "max_blend_time" in result.stderr + result.stdout

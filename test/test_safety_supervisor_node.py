@@ -208,5 +208,5 @@ def test_joint_trajectory_interface(node_processes, ros_node, tmp_path):
 def test_bad_parameters_stop_the_node_with_a_clear_error(node_processes, params, error):
     node = node_processes(MODULE, *NAMESPACE, params=params)
     wait_for(lambda: not node.alive(), 30.0, message="the node to exit")
-    assert node.process.returncode == 1
+    assert node.process.returncode == 2
     assert error in node.log()

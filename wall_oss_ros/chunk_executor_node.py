@@ -16,24 +16,27 @@ import sys
 import threading
 from dataclasses import dataclass, fields
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
-
 from wall_oss.msg import ActionChunk
+
 from wall_oss_core import executor as core
 from wall_oss_core.executor import ChunkExecutor, ExecutorConfig, PreparedChunk, Rejected
 from wall_oss_core.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, InstructionError, validate_instruction
 from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
-from wall_oss_ros.conversions import (joint_state_to_vector, msg_to_chunk, seconds_to_stamp, stamp_to_seconds,
-                                      vector_to_joint_state)
+from wall_oss_core.robot_config import default_config_path, load_robot_config
+from wall_oss_ros.conversions import (
+    joint_state_to_vector,
+    msg_to_chunk,
+    seconds_to_stamp,
+    stamp_to_seconds,
+    vector_to_joint_state,
+)
+from wall_oss_ros.node_runtime import diagnostic_array, run_node
 
 CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -253,12 +256,7 @@ class ChunkExecutorNode(Node):
                    ("ticks_hold", counters.ticks["hold"]),
                    ("joint_states_rejected", self.joint_states_rejected),
                    ("instructions_rejected", self.instructions_rejected), ("rate_hz", self.params.rate_hz)]
-        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: chunk executor",
-                                  message=message, hardware_id="wall_oss",
-                                  values=[KeyValue(key=key, value=str(value)) for key, value in values])
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_publisher.publish(msg)
+        self.diagnostics_publisher.publish(diagnostic_array(self, "chunk executor", level, message, values))
 
     def destroy_node(self):
         if self.worker is not None:
@@ -268,24 +266,7 @@ class ChunkExecutorNode(Node):
 
 def main(args=None) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    rclpy.init(args=args)
-    try:
-        node = ChunkExecutorNode()
-    except (ConfigError, ValueError, ParameterException) as error:
-        rclpy.logging.get_logger("chunk_executor").fatal(f"cannot start: {error}")
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(ChunkExecutorNode, "chunk_executor", args)
 
 
 if __name__ == "__main__":

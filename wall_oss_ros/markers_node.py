@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 from geometry_msgs.msg import Point
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
-
 from wall_oss.msg import ActionChunk, SafetyStatus
+
 from wall_oss_core.kinematics import BimanualKinematics
 from wall_oss_core.markers import BoxMarker, MarkerScene, PathMarker, Rgba, SafetyView, TextMarker
-from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
+from wall_oss_core.robot_config import default_config_path, load_robot_config
 from wall_oss_ros.conversions import joint_state_to_vector, msg_to_chunk, stamp_to_seconds
+from wall_oss_ros.node_runtime import run_node
 
 
 def _color(rgba: Rgba) -> ColorRGBA:
@@ -117,24 +115,7 @@ class MarkersNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = MarkersNode()
-    except (ConfigError, ValueError, FileNotFoundError, ParameterException) as error:
-        print(f"markers_node: {error}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(MarkersNode, "markers_node", args)
 
 
 if __name__ == "__main__":

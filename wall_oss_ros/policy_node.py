@@ -16,25 +16,23 @@ from collections import Counter, deque
 from dataclasses import dataclass, fields
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
-
 from wall_oss.msg import ActionChunk
+
 from wall_oss_core.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
 from wall_oss_core.instruction import InstructionError, validate_instruction
 from wall_oss_core.kinematics import BimanualKinematics
 from wall_oss_core.observation import AssemblyLimits, InputRejected, ObservationAssembler, Unavailable
 from wall_oss_core.policy import Observation, Policy, PolicyError
-from wall_oss_core.replay_policy import ALIGNMENTS, RecordingError, replay_policy_from_path
-from wall_oss_core.robot_config import ConfigError, RobotConfig, default_config_path, load_robot_config
+from wall_oss_core.replay_policy import ALIGNMENTS, replay_policy_from_path
+from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_ros.conversions import chunk_to_msg, stamp_to_seconds
+from wall_oss_ros.node_runtime import run_node
 
 BACKENDS = ("replay", "wall_oss")
 IMAGE_TRANSPORTS = ("raw", "compressed")
@@ -162,6 +160,9 @@ class PolicyStats:
 class PolicyNode(Node):
     def __init__(self, **kwargs):
         super().__init__("policy_node", **kwargs)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None  # started last, once everything else is built
         self.params = declare_params(self)
         self.robot = load_robot_config(self.params.robot_config or default_config_path())
         self.assembler = ObservationAssembler(
@@ -194,8 +195,6 @@ class PolicyNode(Node):
         self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
 
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         self._worker = threading.Thread(target=self._worker_loop, name="policy_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -358,33 +357,17 @@ class PolicyNode(Node):
         msg.status = [self.diagnostic_status()]
         self._diagnostics_pub.publish(msg)
 
-    def stop_worker(self) -> None:
-        """Stop the worker; an inference in flight finishes in the background (the thread is a daemon)."""
+    def destroy_node(self):
+        """Stop the worker first; an inference in flight finishes in the background (the thread is a daemon)."""
         self._stop.set()
         self._wake.set()
-        self._worker.join(timeout=5.0)
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PolicyNode()
-    except (ConfigError, RecordingError, PolicyError, ValueError, FileNotFoundError, ParameterException) as error:
-        print(f"policy_node: {error}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.stop_worker()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PolicyNode, "policy_node", args)
 
 
 if __name__ == "__main__":

@@ -15,24 +15,22 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
-
 from wall_oss.msg import SafetyStatus
+
 from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
+from wall_oss_core.robot_config import default_config_path, load_robot_config
 from wall_oss_core.safety import SafetyConfig, SafetyOutput, SafetyState, SafetySupervisor
 from wall_oss_ros.conversions import joint_state_to_vector, stamp_to_seconds
+from wall_oss_ros.node_runtime import diagnostic_array, run_node
 
 _DIAGNOSTIC_LEVEL = {
     SafetyState.OK: DiagnosticStatus.OK,
@@ -242,41 +240,18 @@ class SafetySupervisorNode(Node):
         state = output.state if output is not None else SafetyState.HOLD
         joint_age, candidate_age = self.supervisor.input_ages(self._now())
         age = lambda value: "never" if value is None else f"{value:.3f}"  # noqa: E731
-        status = DiagnosticStatus(
-            level=_DIAGNOSTIC_LEVEL[state], name=f"{self.get_fully_qualified_name()}: safety",
-            message=state.name + (f": {output.reason}" if output is not None and output.reason else ""),
-            hardware_id="wall_oss",
-            values=[KeyValue(key=key, value=str(value)) for key, value in (
-                ("state", state.name), ("estop_latched", self.supervisor.estop_latched),
-                ("active_limits", ", ".join(output.active_limits) if output is not None else ""),
-                ("commands_passed", counters.passed), ("commands_modified", counters.modified),
-                ("commands_rejected", counters.rejected), ("estop_count", counters.estop_count),
-                ("joint_state_age_s", age(joint_age)), ("candidate_age_s", age(candidate_age)),
-                ("command_rate_hz", self.params.command_rate))])
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_publisher.publish(msg)
+        message = state.name + (f": {output.reason}" if output is not None and output.reason else "")
+        values = (("state", state.name), ("estop_latched", self.supervisor.estop_latched),
+                  ("active_limits", ", ".join(output.active_limits) if output is not None else ""),
+                  ("commands_passed", counters.passed), ("commands_modified", counters.modified),
+                  ("commands_rejected", counters.rejected), ("estop_count", counters.estop_count),
+                  ("joint_state_age_s", age(joint_age)), ("candidate_age_s", age(candidate_age)),
+                  ("command_rate_hz", self.params.command_rate))
+        self.diagnostics_publisher.publish(diagnostic_array(self, "safety", _DIAGNOSTIC_LEVEL[state], message, values))
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = SafetySupervisorNode()
-    except (ConfigError, ValueError, ParameterException) as error:
-        rclpy.logging.get_logger("safety_supervisor").fatal(f"cannot start: {error}")
-        rclpy.try_shutdown()
-        return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SafetySupervisorNode, "safety_supervisor", args)
 
 
 if __name__ == "__main__":
