@@ -44,7 +44,6 @@ def measure(rate: float, replay_source: Path, seconds: float, warmup: float, log
     from rclpy.experimental import EventsExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import Float64MultiArray, String
-
     from wall_oss.msg import ActionChunk
 
     plan = plan_launch(share_file("launch/sim.launch.yaml"),

@@ -33,7 +33,6 @@ class GraphProbe:
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Bool, Float64MultiArray, String
         from std_srvs.srv import Trigger
-
         from wall_oss.msg import ActionChunk, SafetyStatus
 
         self.context = rclpy.Context()

@@ -23,8 +23,8 @@ def _chunk(stamp: float) -> Chunk:
 
 def test_records_graph_topics_into_a_self_describing_mcap_bag(ros_node, node_processes, tmp_path):
     from std_msgs.msg import String
-
     from wall_oss.msg import ActionChunk, SafetyStatus
+
     from wall_oss_ros.conversions import chunk_to_msg
     from wall_oss_ros.recorder import BagRecorder
 

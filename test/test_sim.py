@@ -13,8 +13,15 @@ from hypothesis import strategies as st
 
 from wall_oss_core.kinematics import BimanualKinematics
 from wall_oss_core.robot_config import load_robot_config
-from wall_oss_core.sim import (DEFAULT_OBJECTS, TABLE_TOP_Z, ArmDynamics, ArmDynamicsConfig, CameraIntrinsics,
-                               SceneRenderer, TrajectoryTarget)
+from wall_oss_core.sim import (
+    DEFAULT_OBJECTS,
+    TABLE_TOP_Z,
+    ArmDynamics,
+    ArmDynamicsConfig,
+    CameraIntrinsics,
+    SceneRenderer,
+    TrajectoryTarget,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +29,8 @@ def kinematics():
     return BimanualKinematics(load_robot_config(ROBOT_CONFIG))
 
 
-def _single_joint(config=ArmDynamicsConfig(), velocity=1.0, acceleration=2.0, start=0.0):
-    return ArmDynamics([-3.0], [3.0], [velocity], [acceleration], [start], config)
+def _single_joint(config=None, velocity=1.0, acceleration=2.0, start=0.0):
+    return ArmDynamics([-3.0], [3.0], [velocity], [acceleration], [start], config or ArmDynamicsConfig())
 
 
 # --- dynamics ---------------------------------------------------------------------------------------
@@ -188,7 +195,7 @@ def test_node_tracks_forward_commands_and_rejects_malformed_ones(ros_node, node_
     wait_for(lambda: "msg" in state, 20, poll=ros_node.spin_briefly, message="joint states")
     names = list(state["msg"].name)
     assert names[:14] == list(robot.command_joints)
-    position = lambda joint: state["msg"].position[names.index(joint)]  # noqa: E731
+    position = lambda joint: state["msg"].position[names.index(joint)]
     np.testing.assert_allclose([position(j) for j in robot.command_joints], robot.home_positions())
 
     arm = ros_node.create_publisher(Float64MultiArray, "/left_arm_controller/commands", 10)
@@ -246,7 +253,7 @@ def test_node_follows_joint_trajectories(ros_node, node_processes, tmp_path):
     trajectory.points = [JointTrajectoryPoint(positions=[0.03], time_from_start=Duration(sec=0, nanosec=200_000_000)),
                          JointTrajectoryPoint(positions=[0.035], time_from_start=Duration(sec=0, nanosec=400_000_000))]
     publisher.publish(trajectory)
-    gripper = lambda: state["msg"].position[list(state["msg"].name).index("left_gripper_joint")]  # noqa: E731
+    gripper = lambda: state["msg"].position[list(state["msg"].name).index("left_gripper_joint")]
     wait_for(lambda: abs(gripper() - 0.035) < 1e-4, 15, poll=ros_node.spin_briefly, message="the last trajectory point")
 
 

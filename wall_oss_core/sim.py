@@ -18,7 +18,6 @@ import pinocchio as pin
 
 from wall_oss_core.kinematics import BimanualKinematics
 
-
 # --------------------------------------------------------------------------------------------------
 # Joint dynamics
 
@@ -60,7 +59,7 @@ class ArmDynamics:
 
     @classmethod
     def for_robot(cls, kinematics: BimanualKinematics, initial: np.ndarray,
-                  config: ArmDynamicsConfig = ArmDynamicsConfig()) -> "ArmDynamics":
+                  config: ArmDynamicsConfig = ArmDynamicsConfig()) -> ArmDynamics:
         """Hard stops are the URDF limits (the supervisor's margin is a software limit, not a wall)."""
         robot, limits = kinematics.config, kinematics.limits
         grippers = set(robot.gripper_joints)
@@ -144,7 +143,7 @@ class CameraIntrinsics:
     cy: float
 
     @classmethod
-    def from_fov(cls, width: int, height: int, horizontal_fov_deg: float) -> "CameraIntrinsics":
+    def from_fov(cls, width: int, height: int, horizontal_fov_deg: float) -> CameraIntrinsics:
         if width < 16 or height < 16:
             raise ValueError(f"image size {width}x{height} is too small (16x16 at least)")
         if not 10.0 <= horizontal_fov_deg <= 170.0:

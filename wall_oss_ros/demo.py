@@ -13,6 +13,7 @@ chunk or no controller command arrived, or the graph did not come up in time.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -64,7 +65,6 @@ class _Observer:
                  clock_origin: float):
         from rclpy.serialization import deserialize_message
         from sensor_msgs.msg import JointState
-
         from wall_oss.msg import ActionChunk, SafetyStatus
 
         self._deserialize = deserialize_message
@@ -138,7 +138,7 @@ def _format_summary(stats: DemoStats, *, duration: float, policy: str, command_t
     periods = stats.command_periods_ms()
     lines = [f"wall_oss demo summary: {duration:.1f} s on the simulated arm, policy: {policy}"]
     ids = stats.chunk_ids
-    gaps = sum(max(0, b - a - 1) for a, b in zip(ids, ids[1:]))
+    gaps = sum(max(0, b - a - 1) for a, b in itertools.pairwise(ids))
     lines.append(f"  action chunks received : {len(ids)}" + (
         f" ({len(ids) / duration:.1f}/s, ids {ids[0]}..{ids[-1]}, {gaps} missing)" if ids else ""))
     if len(periods):

@@ -27,6 +27,7 @@ others and the runner exits 1 naming it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shlex
@@ -99,7 +100,7 @@ class _Scope:
     env: dict[str, str] = field(default_factory=dict)
     launch_file: Path = Path()
 
-    def child(self, **changes) -> "_Scope":
+    def child(self, **changes) -> _Scope:
         values = {"variables": dict(self.variables), "namespace": self.namespace, "env": dict(self.env),
                   "launch_file": self.launch_file}
         values.update(changes)
@@ -220,7 +221,7 @@ class _Planner:
         if kind == "dirname":
             return str(scope.launch_file.parent)
         if kind == "command":
-            result = subprocess.run(args, capture_output=True, text=True)
+            result = subprocess.run(args, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise LaunchError(f"{where}: $(command {expression[len('command'):].strip()}) failed with exit code "
                                   f"{result.returncode}: {result.stderr.strip()}")
@@ -231,9 +232,7 @@ class _Planner:
     def _condition(self, entry: dict, scope: _Scope, where: str) -> bool:
         if "if" in entry and not _truthy(self.substitute(entry["if"], scope, where), where):
             return False
-        if "unless" in entry and _truthy(self.substitute(entry["unless"], scope, where), where):
-            return False
-        return True
+        return not ("unless" in entry and _truthy(self.substitute(entry["unless"], scope, where), where))
 
     # -- entities ----------------------------------------------------------------------------------
 
@@ -499,9 +498,10 @@ class LaunchRunner:
             self._say(f"started {node.fully_qualified_name} (pid {process.pid})")
 
     def _forward_output(self, node: NodeAction, process: subprocess.Popen) -> None:
-        log = open(self.log_dir / f"{node.name}.log", "w") if self.log_dir is not None else None
         echo = self.stream is not None and node.output in ("screen", "both")
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(process.stdout.close)
+            log = stack.enter_context(open(self.log_dir / f"{node.name}.log", "w")) if self.log_dir else None
             for raw in iter(process.stdout.readline, b""):
                 line = raw.decode(errors="replace")
                 if log is not None:
@@ -511,10 +511,6 @@ class LaunchRunner:
                     with self._print_lock:
                         self.stream.write(f"[{node.name}] {line}" if line.endswith("\n") else f"[{node.name}] {line}\n")
                         self.stream.flush()
-        finally:
-            process.stdout.close()
-            if log is not None:
-                log.close()
 
     def dead_node(self) -> tuple[str, int] | None:
         """(name, exit code) of a node that exited while the graph was running, else None."""
@@ -556,13 +552,6 @@ class LaunchRunner:
         for reader in self._readers:
             reader.join(timeout=2.0)
         self.plan.cleanup()
-
-    def __enter__(self) -> "LaunchRunner":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def run(self) -> int:
         """Start, supervise until Ctrl-C / SIGTERM (exit 0) or a node dies (exit 1), stop everything."""

@@ -119,7 +119,7 @@ class SimArmNode(Node):
         self._joint_state_pub = self.create_publisher(JointState, self.params.joint_state_topic, 10)
 
         self._controller_joints = self._controller_layout()
-        for controller, indices in self._controller_joints.items():
+        for controller in self._controller_joints:
             if self.robot.controller_interface == "forward_command":
                 self.create_subscription(Float64MultiArray, f"/{controller}/commands",
                                          lambda msg, c=controller: self._on_forward_command(c, msg), COMMAND_QOS)
