@@ -340,7 +340,7 @@ def test_a_node_that_fails_at_startup_fails_the_launch(tmp_path, runner):
     launched = runner(path)
     assert launched.process.wait(60) == 1
     assert "node 'misconfigured' died (exit code 2)" in launched.output()
-    assert "[misconfigured] sim_arm_node: initial_positions needs 14 finite values" in launched.output()
+    assert "[misconfigured] sim_arm_node: cannot start: initial_positions needs 14 finite values" in launched.output()
 
 
 def test_bad_launch_file_exits_two_with_the_reason(tmp_path):

@@ -82,7 +82,8 @@ class BimanualKinematics:
     def gripper_index(self, arm: str) -> int:
         return self._arm_slices[arm].stop
 
-    def _configuration(self, command: np.ndarray) -> np.ndarray:
+    def configuration(self, command: np.ndarray) -> np.ndarray:
+        """Pinocchio configuration for a command vector (mimic fingers follow their gripper joint)."""
         q = pin.neutral(self.model)
         for name, value in zip(self.config.command_joints, command):
             q[self._q_index[name]] = value
@@ -94,12 +95,12 @@ class BimanualKinematics:
 
     def ee_poses(self, command: np.ndarray) -> dict[str, np.ndarray]:
         """4x4 pose of each arm's end-effector frame in the base frame."""
-        pin.framesForwardKinematics(self.model, self.data, self._configuration(np.asarray(command, dtype=float)))
+        pin.framesForwardKinematics(self.model, self.data, self.configuration(np.asarray(command, dtype=float)))
         return {arm: self.data.oMf[fid].homogeneous.copy() for arm, fid in self._ee_frame.items()}
 
     def frame_pose(self, command: np.ndarray, frame: str) -> np.ndarray:
         """4x4 pose of any URDF frame (cameras, links) for a command vector."""
-        pin.framesForwardKinematics(self.model, self.data, self._configuration(np.asarray(command, dtype=float)))
+        pin.framesForwardKinematics(self.model, self.data, self.configuration(np.asarray(command, dtype=float)))
         return self.data.oMf[self.model.getFrameId(frame)].homogeneous.copy()
 
     def solve_ik(self, arm: str, target: np.ndarray, seed: np.ndarray, *, max_iterations: int = 60,
@@ -113,7 +114,7 @@ class BimanualKinematics:
         v_indices = [self.model.joints[self.model.getJointId(j)].idx_v for j in self.config.arm(arm).joints]
         lower, upper = self.limits.lower[sl], self.limits.upper[sl]
         for iteration in range(max_iterations + 1):
-            q = self._configuration(command)
+            q = self.configuration(command)
             pin.framesForwardKinematics(self.model, self.data, q)
             current = self.data.oMf[fid]
             # error in the local-world-aligned frame: translation difference and rotation log

@@ -280,7 +280,7 @@ class SceneRenderer:
     def _world_faces(self, command_positions: np.ndarray):
         """All faces in world coordinates: vertices (F, 4, 3), normals (F, 3), shaded colors (F, 3)."""
         model = self.kinematics.model
-        q = self.kinematics._configuration(np.asarray(command_positions, dtype=float))
+        q = self.kinematics.configuration(np.asarray(command_positions, dtype=float))
         pin.framesForwardKinematics(model, self._data, q)
         pin.updateGeometryPlacements(model, self._data, self._geometry, self._geometry_data)
         vertex_sets, colors = [], []
@@ -300,7 +300,7 @@ class SceneRenderer:
 
     def camera_poses(self, command_positions: np.ndarray) -> dict[str, np.ndarray]:
         """4×4 pose of each camera's optical frame in the world for a command vector."""
-        q = self.kinematics._configuration(np.asarray(command_positions, dtype=float))
+        q = self.kinematics.configuration(np.asarray(command_positions, dtype=float))
         pin.framesForwardKinematics(self.kinematics.model, self._data, q)
         return {name: self._data.oMf[fid].homogeneous.copy() for name, fid in self._camera_frame_ids.items()}
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import JointState
-
 from wall_oss.msg import ActionChunk
+
 from wall_oss_core.observation import select_joints
 from wall_oss_core.policy import Chunk, chunk_from_message
 

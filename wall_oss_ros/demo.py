@@ -266,8 +266,8 @@ class _Demo:
         from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import String
 
+        from wall_oss_ros.node_runtime import install_stop_signals
         from wall_oss_ros.recorder import BagRecorder
-        from wall_oss_ros.spin import install_stop_signals
 
         stop = install_stop_signals()
         context = rclpy.Context()

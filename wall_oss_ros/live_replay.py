@@ -37,8 +37,17 @@ from rosgraph_msgs.msg import Clock
 from std_srvs.srv import Trigger
 
 from wall_oss_core.bag_reader import BagMessage, BagReader
-from wall_oss_core.playback import (NS, PlaybackConfig, PlaybackError, PlaybackEvent, Timeline, pass_messages,
-                                    playback_events, shift_header_stamp, starts_with_header)
+from wall_oss_core.playback import (
+    NS,
+    PlaybackConfig,
+    PlaybackError,
+    PlaybackEvent,
+    Timeline,
+    pass_messages,
+    playback_events,
+    shift_header_stamp,
+    starts_with_header,
+)
 from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_core.run_comparison import RunComparisonError, chunks_by_pass, compare_run, run_chunks, topic_rates
 from wall_oss_ros.recorder import BagRecorder, RecorderError, message_class

@@ -1,11 +1,16 @@
 """What every wall_oss node process does the same way: start, spin, report, stop.
 
 A configuration problem found while the node is constructed (bad parameter, missing file, bad
-checkpoint) exits with STARTUP_ERROR_EXIT and one clear line; Ctrl-C exits 0 without a traceback.
+checkpoint) exits with STARTUP_ERROR_EXIT and one clear line. Ctrl-C / SIGTERM exit 0: the signal
+only sets an event that the spin loop checks between callbacks. (rclpy's own SIGINT handling
+interrupts whatever the executor is doing; caught inside `take_message` it surfaces as
+"RuntimeError: Unable to convert call argument" and the node dies with exit code 1.)
 SingleThreadedExecutor only: rclpy 9.1.2's MultiThreadedExecutor stalls on this platform."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Callable
 
 import rclpy
@@ -13,14 +18,33 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 STARTUP_ERROR_EXIT = 2
 STARTUP_ERRORS = (ValueError, FileNotFoundError, ParameterException, RuntimeError)
 
 
+def install_stop_signals() -> threading.Event:
+    """SIGINT and SIGTERM set the returned event (also when the process inherited SIGINT as ignored,
+    as a process started in the background by a shell does). Call after rclpy.init with
+    `signal_handler_options=SignalHandlerOptions.NO`."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def spin_until_stopped(executor, stop: threading.Event, period: float = 0.1) -> None:
+    """Run callbacks until `stop` is set or the executor's context shuts down."""
+    while not stop.is_set() and executor.context.ok():
+        executor.spin_once(timeout_sec=period)
+
+
 def run_node(make_node: Callable[[], Node], name: str, args=None) -> int:
-    """Construct the node (startup errors → exit 2), spin it until Ctrl-C or shutdown, clean up."""
-    rclpy.init(args=args)
+    """Construct the node (startup errors → exit 2), spin it until Ctrl-C or shutdown, clean up
+    (nodes release their threads and processes in `destroy_node`)."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = install_stop_signals()
     try:
         node = make_node()
     except STARTUP_ERRORS as error:
@@ -30,8 +54,8 @@ def run_node(make_node: Callable[[], Node], name: str, args=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        spin_until_stopped(executor, stop)
+    except ExternalShutdownException:
         pass
     finally:
         executor.shutdown()

@@ -32,7 +32,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from wall_oss_core.bag_types import wall_oss_typestore
-from wall_oss_ros.spin import install_stop_signals, spin_until_stopped
+from wall_oss_ros.node_runtime import install_stop_signals, spin_until_stopped
 
 RECORD_DEPTH = 100
 _NO_TIME = QosTime(sec=0, nsec=0)

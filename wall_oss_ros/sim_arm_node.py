@@ -15,23 +15,19 @@ import time
 from dataclasses import dataclass, fields
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.exceptions import ParameterException
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.robot_config import ConfigError, default_config_path, load_robot_config
+from wall_oss_core.robot_config import default_config_path, load_robot_config
 from wall_oss_core.sim import ArmDynamics, ArmDynamicsConfig, CameraProcess, CameraSettings, TrajectoryTarget
 from wall_oss_ros.conversions import stamp_to_seconds
-from wall_oss_ros.spin import install_stop_signals, spin_until_stopped
+from wall_oss_ros.node_runtime import run_node
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 MAX_STEP = 0.05  # [s] a stalled process integrates at most this much at once instead of jumping
@@ -97,6 +93,8 @@ def declare_params(node: Node) -> SimArmParams:
 class SimArmNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_arm", **kwargs)
+        self._stop = threading.Event()
+        self._camera_thread = None  # started last, once everything else is built
         self.params = declare_params(self)
         self.robot = load_robot_config(self.params.robot_config or default_config_path())
         self.kinematics = BimanualKinematics(self.robot)
@@ -129,8 +127,6 @@ class SimArmNode(Node):
 
         self._last_step = time.monotonic()
         self.create_timer(1.0 / self.params.physics_rate_hz, self._on_physics_tick)
-        self._stop = threading.Event()
-        self._camera_thread = None
         if self.params.camera_rate_hz > 0 and (self.params.publish_raw_images or self.params.publish_compressed_images):
             self._start_cameras()
         self.get_logger().info(
@@ -268,32 +264,17 @@ class SimArmNode(Node):
                 msg.data = jpeg
                 compressed_pub.publish(msg)
 
-    def stop_cameras(self) -> None:
+    def destroy_node(self):
+        """Stop the camera thread and its render process before the node goes."""
         self._stop.set()
         if self._camera_thread is not None:
             self._camera_thread.join(timeout=12.0)
             self._cameras.close()
+        super().destroy_node()
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = install_stop_signals()
-    try:
-        node = SimArmNode()
-    except (ConfigError, ValueError, FileNotFoundError, ParameterException) as error:
-        print(f"sim_arm_node: {error}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        spin_until_stopped(executor, stop)
-    finally:
-        node.stop_cameras()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(SimArmNode, "sim_arm_node", args)
 
 
 if __name__ == "__main__":
