@@ -21,7 +21,7 @@ def _demo(tmp_path, *arguments: str, timeout: float = 150) -> subprocess.Complet
 
 
 def test_demo_drives_the_arm_records_a_bag_and_summarizes(tmp_path):
-    result = _demo(tmp_path, "--duration", "6", *SMALL_CAMERAS)
+    result = _demo(tmp_path, "--scripted", "--duration", "6", *SMALL_CAMERAS)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "result                 : ok" in output
@@ -50,8 +50,26 @@ def test_demo_drives_the_arm_records_a_bag_and_summarizes(tmp_path):
         assert first.action_space == "joint_position" and first.horizon > 0
 
 
+def test_default_demo_runs_the_builtin_untrained_checkpoint_through_the_graph(tmp_path):
+    result = _demo(tmp_path, "--duration", "8", *SMALL_CAMERAS, timeout=200)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "built-in UNTRAINED Wall-OSS-0.5 checkpoint" in output
+    run = next((tmp_path / "runs").iterdir())
+    assert (run / "builtin_checkpoint" / "model.safetensors").is_file()
+    chunks = int(re.search(r"action chunks received : (\d+)", output).group(1))
+    assert chunks > 0
+    store = wall_oss_typestore()
+    with Reader(run / "bag") as reader:
+        connection = next(c for c in reader.connections if c.topic == "/wall_oss/action_chunk")
+        first = store.deserialize_cdr(next(raw for _, _, raw in reader.messages(connections=[connection])),
+                                      connection.msgtype)
+    assert first.action_space == "wall_oss_ee_relative" and (first.horizon, first.action_dim) == (32, 26)
+    assert first.action_names[0] == "follow_left_ee_cartesian_pos_relative_x"
+
+
 def test_demo_fails_naming_the_node_that_died(tmp_path):
-    result = _demo(tmp_path, "--duration", "30", "image_width:=5", "camera_rate_hz:=10.0")
+    result = _demo(tmp_path, "--scripted", "--duration", "30", "image_width:=5", "camera_rate_hz:=10.0")
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert re.search(r"node 'sim_arm' died \(exit code 2\)", output), output
@@ -62,7 +80,7 @@ def test_ctrl_c_stops_the_demo_with_a_summary_and_a_finished_bag(tmp_path):
     import signal
     import threading
 
-    process = subprocess.Popen([sys.executable, "-m", "wall_oss_ros.cli", "demo", "--duration", "120", "--output",
+    process = subprocess.Popen([sys.executable, "-m", "wall_oss_ros.cli", "demo", "--scripted", "--duration", "120", "--output",
                                 str(tmp_path / "runs"), *SMALL_CAMERAS], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
     lines: list[str] = []

@@ -6,9 +6,12 @@ run to an MCAP bag in runs/<timestamp>/ while showing one updating progress line
 happened: chunks received, the command rate the controllers saw (mean and p99 period), safety
 events, how far the arms moved, and where the bag and the node logs are.
 
-Policy: with --checkpoint DIR the Wall-OSS backend runs that checkpoint; without it the replay
-backend serves a scripted reach-and-grasp demonstration (`wall_oss_core.demo_trajectory`) so the
-demo needs nothing but this repository. Exit status 1 when the graph misbehaves: a node died, no
+Policy: with --checkpoint DIR the Wall-OSS backend runs that checkpoint. Without it, the Wall-OSS
+backend runs the built-in checkpoint: an UNTRAINED model with random weights written by the checkpoint
+generator into the run directory, so the whole model path (preprocessing, prefix-cached flow
+sampling, EE actions → IK) runs with nothing but this repository; its motions are meaningless, and
+the safety supervisor keeps them within limits. --scripted replays a scripted reach-and-grasp
+demonstration instead (`wall_oss_core.demo_trajectory`) through the replay backend. Exit status 1 when the graph misbehaves: a node died, no
 chunk or no controller command arrived, or the graph did not come up in time.
 """
 from __future__ import annotations
@@ -188,8 +191,13 @@ class _Progress:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="run the full graph on the simulated bimanual arm and summarize")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds to run once the graph is up (default 30)")
-    parser.add_argument("--checkpoint", type=Path, help="Wall-OSS checkpoint directory (default: replay a scripted "
-                                                        "reach-and-grasp demonstration)")
+    policy = parser.add_mutually_exclusive_group()
+    policy.add_argument("--checkpoint", type=Path, help="Wall-OSS checkpoint directory (default: the built-in untrained "
+                                                        "checkpoint, generated into the run directory)")
+    policy.add_argument("--scripted", action="store_true",
+                        help="replay a scripted reach-and-grasp demonstration instead of running a model")
+    parser.add_argument("--builtin-size", choices=("tiny", "small"), default="tiny",
+                        help="size of the built-in checkpoint (default tiny: fits a 2-core CPU next to the graph)")
     parser.add_argument("--instruction", help="instruction to publish (default: the demonstration's task)")
     parser.add_argument("--rate-hz", type=float, default=200.0, help="controller command rate [Hz] (default 200)")
     parser.add_argument("--output", type=Path, default=Path("runs"), help="runs are written to OUTPUT/<timestamp>/")
@@ -228,16 +236,31 @@ class _Demo:
         from wall_oss_core.replay_policy import save_recording
 
         arguments = {"rate_hz": f"{self.args.rate_hz:.1f}", "publish_compressed_images": "true"}
-        if self.args.checkpoint is not None:
-            arguments.update(backend="wall_oss", checkpoint=str(self.args.checkpoint.resolve()))
-            policy = f"Wall-OSS checkpoint {self.args.checkpoint}"
-            instruction = self.args.instruction or DEMO_INSTRUCTION
-        else:
+        instruction = self.args.instruction or DEMO_INSTRUCTION
+        if self.args.scripted:
             chunks = run_dir / "demo_chunks.npz"
             save_recording(chunks, DemoTrajectory(BimanualKinematics(self.robot)).recording())
             arguments.update(backend="replay", replay_source=str(chunks))
             policy = f"replay of the scripted reach-and-grasp demonstration ({chunks.name})"
-            instruction = self.args.instruction or DEMO_INSTRUCTION
+        elif self.args.checkpoint is not None:
+            arguments.update(backend="wall_oss", checkpoint=str(self.args.checkpoint.resolve()))
+            policy = f"Wall-OSS checkpoint {self.args.checkpoint}"
+        else:
+            from wall_oss_core.model.checkpoint_generator import generate_checkpoint
+
+            checkpoint = run_dir / "builtin_checkpoint"
+            generate_checkpoint(checkpoint, size=self.args.builtin_size, generation="wall_oss_05", seed=0)
+            # Sized for a 2-core CPU shared with the whole graph: one torch thread, light cameras, and
+            # chunks spanning 3.2 s (32 actions, 0.1 s apart) so a chunk that took a second or two to
+            # compute still has actions ahead of it. An untrained model's actions are noise that jumps
+            # faster than the joints may move: the executor lets such chunks through (max_speed_factor)
+            # so the safety supervisor's limiting is what keeps the arm smooth. All can be overridden
+            # with name:=value.
+            arguments.update(backend="wall_oss", checkpoint=str(checkpoint), policy_threads="1", action_dt="0.1",
+                             max_chunk_age="3.0", max_speed_factor="100.0", image_width="320", image_height="240",
+                             camera_rate_hz="10.0")
+            policy = (f"built-in UNTRAINED Wall-OSS-0.5 checkpoint ({self.args.builtin_size}, random weights; "
+                      f"pass --checkpoint DIR for a real one)")
         arguments.update(self.extra)
         return arguments, policy, instruction
 

@@ -59,6 +59,7 @@ class PolicyNodeParams:
     device: str = "cpu"
     dtype: str = "float32"
     action_dt: float = 1.0 / 32.0
+    num_threads: int = 0
     image_transport: str = "raw"
     joint_state_topic: str = "/joint_states"
     camera_max_age: float = 0.5
@@ -81,6 +82,9 @@ _DESCRIPTIONS = {
     "dtype": (f"wall_oss backend: model dtype: {' | '.join(DTYPES)}", None),
     "action_dt": ("wall_oss backend: seconds between the actions of a chunk",
                   FloatingPointRange(from_value=0.001, to_value=1.0)),
+    "num_threads": ("wall_oss backend: torch CPU threads for inference; 0 = torch's default (all cores). "
+                    "On a CPU shared with the rest of the graph, fewer threads avoid spin-waiting workers",
+                    IntegerRange(from_value=0, to_value=256)),
     "image_transport": ("raw: sensor_msgs/Image on each camera topic; compressed: CompressedImage on <topic>/compressed",
                         None),
     "joint_state_topic": ("where joint states arrive", None),
@@ -133,6 +137,7 @@ def make_policy(params: PolicyNodeParams, robot: RobotConfig) -> Policy:
     robot_cameras = tuple(camera.name for camera in robot.cameras)
     policy = WallOssPolicy(WallOssPolicyConfig(checkpoint_dir=params.checkpoint, dtype=params.dtype,
                                                device=params.device, action_dt=params.action_dt,
+                                               num_threads=params.num_threads or None,
                                                camera_names=robot_cameras))
     missing = [name for name in policy.camera_names if name not in robot_cameras]
     if missing:
