@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from wall_oss_core.action_space import wall_oss_names
-from wall_oss_core.cli_make_checkpoint import main as make_checkpoint_main
+from wall_oss_ros.cli import main as make_checkpoint_main
 from wall_oss_core.model.checkpoint_generator import CAMERAS, generate_checkpoint
 from wall_oss_core.model.configuration import WallOssConfig
 from wall_oss_core.model.normalization import load_normalization

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from wall_oss_core.cli_infer import main
+from wall_oss_ros.cli import main
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "wall_oss_05"
 CHECKPOINT = GOLDEN / "checkpoint"
@@ -35,7 +35,7 @@ def test_cli_subprocess_reproduces_left_padded_batch(tmp_path):
     obs, noise, tensors = _write_case_files("b2_leftpad", tmp_path)
     out = tmp_path / "out.safetensors"
     result = subprocess.run(
-        [sys.executable, "-m", "wall_oss_core.cli_infer", "infer", "--checkpoint", str(CHECKPOINT),
+        [sys.executable, "-m", "wall_oss_ros.cli", "infer", "--checkpoint", str(CHECKPOINT),
          "--observation", str(obs), "--noise", str(noise), "--out", str(out), "--dtype", "float32", "--device", "cpu"],
         capture_output=True, text=True, timeout=300,
     )

@@ -42,7 +42,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--robot", help="robot whose statistics to use (author checkpoints with several)")
     parser.add_argument("--recompute", action="store_true",
                         help="recompute the whole sequence every flow step (reference mode) instead of the prefix cache")
-    parser.set_defaults(func=run)
     return parser
 
 
@@ -140,16 +139,3 @@ def run(args: argparse.Namespace) -> int:
     shape = list(outputs["action"].shape)
     print(f"wrote {args.out}: action {shape} ({pipeline.spec.generation}, {args.dtype})")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m wall_oss_core.cli_infer ...`); `wall-oss infer` wires `add_parser`."""
-    parser = argparse.ArgumentParser(prog="wall-oss")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_parser(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

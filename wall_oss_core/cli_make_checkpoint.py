@@ -22,7 +22,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--size", default="small", choices=sorted(SIZES))
     parser.add_argument("--generation", default="wall_oss_05", choices=list(GENERATIONS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(func=run)
     return parser
 
 
@@ -35,16 +34,3 @@ def run(args: argparse.Namespace) -> int:
     directory = generate_checkpoint(args.out_dir, size=args.size, generation=args.generation, seed=args.seed)
     print(f"wrote untrained {args.generation} ({args.size}, seed {args.seed}) checkpoint to {directory}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (`python -m wall_oss_core.cli_make_checkpoint ...`)."""
-    parser = argparse.ArgumentParser(prog="wall-oss")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_parser(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
