@@ -4,7 +4,7 @@ Nodes that check input freshness (the policy node) must follow the bag's clock: 
 `use_sim_time:=true` and replay with `--clock`. Also runnable as `python -m wall_oss_ros.cli_replay
 [options] [--ros-args ...]` (ROS arguments, e.g. remappings, go to the replay node).
 Exit status: 0 played (and compared), 1 played but the comparison could not be made, 2 nothing played
-(bad bag, topics or options), 130 interrupted while waiting for the graph or comparing.
+(bad bag, topics or options). Ctrl-C stops playback and still finishes the recording (and comparison).
 """
 from __future__ import annotations
 
@@ -68,9 +68,6 @@ def run(args, ros_args: list[str] | None = None) -> int:
     except (BagError, PlaybackError, RecorderError, ConfigError, FileNotFoundError) as error:
         print(f"wall-oss replay: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # during the startup wait or the comparison (playback itself stops cleanly)
-        print("wall-oss replay: interrupted", file=sys.stderr)
-        return 130
     summary = result.summary
     playback = summary["playback"]
     headline = {"messages_sent": playback["messages_sent"], "lateness_ms": playback["lateness_ms"],

@@ -32,6 +32,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import QosDurability
 from rosgraph_msgs.msg import Clock
 from std_srvs.srv import Trigger
@@ -50,6 +51,7 @@ from wall_oss_core.playback import (
 )
 from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_core.run_comparison import RunComparisonError, chunks_by_pass, compare_run, run_chunks, topic_rates
+from wall_oss_ros.node_runtime import install_stop_signals, spin_until_stopped
 from wall_oss_ros.recorder import BagRecorder, RecorderError, message_class
 
 PLAY_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)  # reliable offers match every subscriber
@@ -216,17 +218,14 @@ class BagPlayer:
         started = time.monotonic()
         current_pass = -1
         events = playback_events(self.timeline, self._read_pass, self.clock_rate)
-        try:
-            for event in events:
-                if not _sleep_until(started + event.wall_offset, stop):
-                    stats.interrupted = True
-                    break
-                if event.pass_index != current_pass:
-                    current_pass = event.pass_index
-                    stats.passes_started += 1
-                self._send(event, started)
-        except KeyboardInterrupt:
-            stats.interrupted = True
+        for event in events:
+            if not _sleep_until(started + event.wall_offset, stop):
+                stats.interrupted = True
+                break
+            if event.pass_index != current_pass:
+                current_pass = event.pass_index
+                stats.passes_started += 1
+            self._send(event, started)
         stats.wall_time = time.monotonic() - started
         return stats
 
@@ -295,8 +294,9 @@ def _compare(config: LiveReplayConfig, run_bag: Path, timeline: Timeline, robot:
 def run_live_replay(config: LiveReplayConfig, stop: threading.Event | None = None,
                     ros_args: list[str] | None = None) -> ReplayResult:
     """Play, record and compare (see the module docstring). Raises BagError / PlaybackError /
-    RecorderError before anything is played when the bag, the topics or the output are unusable."""
-    stop = stop or threading.Event()
+    RecorderError before anything is played when the bag, the topics or the output are unusable.
+    Without a `stop` event, Ctrl-C / SIGTERM set one: playback stops, the recording is finished."""
+    stop = stop or install_stop_signals()
     robot = load_robot_config(config.robot_config or default_config_path())
     out_dir = Path(config.out_dir)
     run_bag = out_dir / "run_bag"
@@ -317,10 +317,11 @@ def run_live_replay(config: LiveReplayConfig, stop: threading.Event | None = Non
         record = list(config.record_topics) or default_record_topics(robot, config)
         latched = {config.topic("instruction"), *config.latched_topics}
         context = rclpy.Context()
-        rclpy.init(args=ros_args, context=context)
+        rclpy.init(args=ros_args, context=context, signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node("wall_oss_replay", context=context)
         executor = SingleThreadedExecutor(context=context)
         recorder = spinner = None
+        done_recording = threading.Event()  # ends the spinner thread once playback and drain are over
         try:
             player = BagPlayer(node, reader, topics, timeline, publish_clock=config.publish_clock,
                                clock_rate=config.playback.clock_rate, latched_topics=latched)
@@ -328,7 +329,8 @@ def run_live_replay(config: LiveReplayConfig, stop: threading.Event | None = Non
             recorder = BagRecorder(node, run_bag, record)
             node.create_timer(DISCOVERY_PERIOD, recorder.discover)
             executor.add_node(node)
-            spinner = threading.Thread(target=executor.spin, name="replay_executor", daemon=True)
+            spinner = threading.Thread(target=spin_until_stopped, args=(executor, done_recording),
+                                       name="replay_executor", daemon=True)
             spinner.start()
             waiting = _wait_for_graph(player, recorder, config.startup_wait, stop)
             if config.start_paused:
@@ -341,9 +343,10 @@ def run_live_replay(config: LiveReplayConfig, stop: threading.Event | None = Non
             if not stats.interrupted:
                 _drain(config.drain, stop)
         finally:
-            executor.shutdown()  # first: no recorder callback may run while the bag is finished
+            done_recording.set()  # first: no recorder callback may run while the bag is finished
             if spinner is not None:
                 spinner.join(timeout=5.0)
+            executor.shutdown()
             run_path = recorder.close() if recorder is not None else None
             node.destroy_node()
             rclpy.try_shutdown(context=context)
@@ -391,7 +394,4 @@ def _wait_for_resume(node: Node, stop: threading.Event) -> None:
 
 def _drain(seconds: float, stop: threading.Event) -> None:
     """Keep recording for `seconds` after the last message (the graph's answers to it are in flight)."""
-    try:
-        stop.wait(seconds)
-    except KeyboardInterrupt:
-        pass
+    stop.wait(seconds)
