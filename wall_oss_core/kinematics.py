@@ -55,6 +55,12 @@ class BimanualKinematics:
             self._arm_slices[arm.name] = slice(start, start + len(arm.joints))
             start += len(arm.command_joints)
         self.limits = self._joint_limits()
+        # index arrays for the hot path: command vector → Pinocchio configuration without a Python loop
+        self._neutral = pin.neutral(self.model)
+        self._command_q = np.array([self._q_index[name] for name in config.command_joints])
+        self._mimic_q = np.array([self._q_index[m] for arm in config.arms for m in arm.gripper_mimic_joints], dtype=int)
+        self._mimic_source = np.array([self.gripper_index(arm.name) for arm in config.arms
+                                       for _ in arm.gripper_mimic_joints], dtype=int)
 
     def _joint_limits(self) -> JointLimits:
         cfg = self.config
@@ -84,13 +90,9 @@ class BimanualKinematics:
 
     def configuration(self, command: np.ndarray) -> np.ndarray:
         """Pinocchio configuration for a command vector (mimic fingers follow their gripper joint)."""
-        q = pin.neutral(self.model)
-        for name, value in zip(self.config.command_joints, command):
-            q[self._q_index[name]] = value
-        for arm in self.config.arms:
-            gripper = command[self.gripper_index(arm.name)]
-            for mimic in arm.gripper_mimic_joints:
-                q[self._q_index[mimic]] = gripper
+        q = self._neutral.copy()
+        q[self._command_q] = command
+        q[self._mimic_q] = np.asarray(command)[self._mimic_source]
         return q
 
     def ee_poses(self, command: np.ndarray) -> dict[str, np.ndarray]:
