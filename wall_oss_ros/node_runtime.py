@@ -13,16 +13,20 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import Callable
+from dataclasses import fields
+from typing import Callable, TypeVar
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
+Params = TypeVar("Params")
 STARTUP_ERROR_EXIT = 2
 STARTUP_ERRORS = (ValueError, FileNotFoundError, ParameterException, RuntimeError)
 
@@ -75,3 +79,28 @@ def diagnostic_array(node: Node, status_name: str, level: bytes, message: str, v
     msg = DiagnosticArray(status=[status])
     msg.header.stamp = node.get_clock().now().to_msg()
     return msg
+
+
+def declare_dataclass_parameters(node: Node, params_type: type[Params],
+                                 descriptions: dict[str, tuple[str, FloatingPointRange | IntegerRange | None]]
+                                 ) -> Params:
+    """Declare one parameter per field of a parameters dataclass — default from the dataclass,
+    description and range from `descriptions` — and return the dataclass filled with the values.
+    rclpy refuses out-of-range values before the node does anything. A tuple field is a double array
+    (an empty default cannot carry the array type)."""
+    defaults = params_type()
+    values = {}
+    for field_info in fields(params_type):
+        description, value_range = descriptions[field_info.name]
+        descriptor = ParameterDescriptor(description=description)
+        if isinstance(value_range, FloatingPointRange):
+            descriptor.floating_point_range = [value_range]
+        elif isinstance(value_range, IntegerRange):
+            descriptor.integer_range = [value_range]
+        default = getattr(defaults, field_info.name)
+        if isinstance(default, tuple):
+            value = node.declare_parameter(field_info.name, Parameter.Type.DOUBLE_ARRAY, descriptor).value
+            values[field_info.name] = tuple(float(v) for v in (value or ()))
+        else:
+            values[field_info.name] = node.declare_parameter(field_info.name, default, descriptor).value
+    return params_type(**values)

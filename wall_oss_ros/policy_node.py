@@ -13,11 +13,11 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -32,7 +32,7 @@ from wall_oss_core.policy import Observation, Policy, PolicyError
 from wall_oss_core.replay_policy import ALIGNMENTS, replay_policy_from_path
 from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_ros.conversions import chunk_to_msg, stamp_to_seconds
-from wall_oss_ros.node_runtime import run_node
+from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node
 
 BACKENDS = ("replay", "wall_oss")
 IMAGE_TRANSPORTS = ("raw", "compressed")
@@ -102,18 +102,7 @@ _DESCRIPTIONS = {
 
 def declare_params(node: Node) -> PolicyNodeParams:
     """Declare every parameter with description and range; return the values, validated beyond ranges."""
-    defaults = PolicyNodeParams()
-    values = {}
-    for field_info in fields(PolicyNodeParams):
-        description, value_range = _DESCRIPTIONS[field_info.name]
-        descriptor = ParameterDescriptor(description=description)
-        if isinstance(value_range, FloatingPointRange):
-            descriptor.floating_point_range = [value_range]
-        elif isinstance(value_range, IntegerRange):
-            descriptor.integer_range = [value_range]
-        values[field_info.name] = node.declare_parameter(field_info.name, getattr(defaults, field_info.name),
-                                                         descriptor).value
-    params = PolicyNodeParams(**values)
+    params = declare_dataclass_parameters(node, PolicyNodeParams, _DESCRIPTIONS)
     for name, allowed in (("backend", BACKENDS), ("image_transport", IMAGE_TRANSPORTS),
                           ("replay_alignment", ALIGNMENTS), ("dtype", DTYPES)):
         if getattr(params, name) not in allowed:

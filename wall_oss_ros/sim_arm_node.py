@@ -12,12 +12,11 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
@@ -27,7 +26,7 @@ from wall_oss_core.kinematics import BimanualKinematics
 from wall_oss_core.robot_config import default_config_path, load_robot_config
 from wall_oss_core.sim import ArmDynamics, ArmDynamicsConfig, CameraProcess, CameraSettings, TrajectoryTarget
 from wall_oss_ros.conversions import stamp_to_seconds
-from wall_oss_ros.node_runtime import run_node
+from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 MAX_STEP = 0.05  # [s] a stalled process integrates at most this much at once instead of jumping
@@ -70,32 +69,12 @@ _DESCRIPTIONS = {
 }
 
 
-def declare_params(node: Node) -> SimArmParams:
-    """Declare every parameter with its description and range, and return the validated values."""
-    values = {}
-    defaults = SimArmParams()
-    for field_info in fields(SimArmParams):
-        description, value_range = _DESCRIPTIONS[field_info.name]
-        descriptor = ParameterDescriptor(description=description)
-        if isinstance(value_range, FloatingPointRange):
-            descriptor.floating_point_range = [value_range]
-        elif isinstance(value_range, IntegerRange):
-            descriptor.integer_range = [value_range]
-        default = getattr(defaults, field_info.name)
-        if field_info.name == "initial_positions":  # an empty default cannot carry the array type
-            value = node.declare_parameter(field_info.name, Parameter.Type.DOUBLE_ARRAY, descriptor).value
-            values[field_info.name] = tuple(float(v) for v in (value or ()))
-        else:
-            values[field_info.name] = node.declare_parameter(field_info.name, default, descriptor).value
-    return SimArmParams(**values)
-
-
 class SimArmNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_arm", **kwargs)
         self._stop = threading.Event()
         self._camera_thread = None  # started last, once everything else is built
-        self.params = declare_params(self)
+        self.params = declare_dataclass_parameters(self, SimArmParams, _DESCRIPTIONS)
         self.robot = load_robot_config(self.params.robot_config or default_config_path())
         self.kinematics = BimanualKinematics(self.robot)
         initial = np.asarray(self.params.initial_positions or self.robot.home_positions(), dtype=float)
