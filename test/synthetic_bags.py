@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import StoragePlugin, Writer
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from wall_oss_core import action_space as aspace
 from wall_oss_core.bag_types import wall_oss_typestore
 from wall_oss_core.kinematics import BimanualKinematics
 from wall_oss_core.policy import Chunk
+from wall_oss_core.replay_policy import ReplayPolicy
 from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_ros.conversions import chunk_to_msg, seconds_to_stamp, vector_to_joint_state
 
@@ -125,3 +126,20 @@ def write_synthetic_bag(path: Path, *, duration: float = 3.0, action_space: str 
 
 def storage_file(bag: Path) -> Path:
     return next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+
+
+class PerturbedPolicy:
+    """The replay backend with a known error: a constant offset on some dimensions and/or a time shift."""
+
+    def __init__(self, replay: ReplayPolicy, offsets: dict[str, float] | None = None, delay: float = 0.0):
+        self.replay, self.offsets, self.delay = replay, offsets or {}, delay
+        self.action_space, self.action_names = replay.action_space, replay.action_names
+
+    def predict(self, observation):
+        chunk = self.replay.predict(observation)
+        actions = chunk.actions.copy()
+        for name, offset in self.offsets.items():
+            actions[:, chunk.action_names.index(name)] += offset
+        return Chunk(actions=actions, dt=chunk.dt, action_space=chunk.action_space, action_names=chunk.action_names,
+                     stamp=chunk.stamp, instruction=chunk.instruction,
+                     first_action_offset=chunk.first_action_offset + self.delay)

@@ -4,32 +4,14 @@ import json
 
 import numpy as np
 import pytest
+from synthetic_bags import PerturbedPolicy, storage_file, write_synthetic_bag
 
-from synthetic_bags import storage_file, write_synthetic_bag
 from wall_oss_core.bag_reader import BagError, BagReader
 from wall_oss_core.evaluation import EvaluationConfig, evaluate_bag, gripper_events, match_events
-from wall_oss_core.policy import Chunk
 from wall_oss_core.replay_policy import ReplayPolicy, load_recording
 
 pytestmark = pytest.mark.timeout(120)
 QUIET = dict(progress=False)
-
-
-class PerturbedPolicy:
-    """The replay backend with a known error: a constant offset on some dimensions and/or a time shift."""
-
-    def __init__(self, replay: ReplayPolicy, offsets: dict[str, float] | None = None, delay: float = 0.0):
-        self.replay, self.offsets, self.delay = replay, offsets or {}, delay
-        self.action_space, self.action_names = replay.action_space, replay.action_names
-
-    def predict(self, observation):
-        chunk = self.replay.predict(observation)
-        actions = chunk.actions.copy()
-        for name, offset in self.offsets.items():
-            actions[:, chunk.action_names.index(name)] += offset
-        return Chunk(actions=actions, dt=chunk.dt, action_space=chunk.action_space, action_names=chunk.action_names,
-                     stamp=chunk.stamp, instruction=chunk.instruction,
-                     first_action_offset=chunk.first_action_offset + self.delay)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +124,7 @@ def test_missing_inputs_and_truncated_bags(tmp_path, joint_bag):
 
     cameras_missing = tmp_path / "only_joints"
     from rosbags.rosbag2 import StoragePlugin, Writer
+
     from wall_oss_core.bag_types import wall_oss_typestore
     with Writer(cameras_missing, version=9, storage_plugin=StoragePlugin.MCAP) as writer, \
             BagReader(joint_bag.path) as source:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROBOT_CONFIG, wait_for
-from test_evaluation import PerturbedPolicy
+from synthetic_bags import PerturbedPolicy
 
 from wall_oss_core.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
 from wall_oss_core.evaluation import EvaluationConfig, evaluate_bag
