@@ -205,6 +205,7 @@ def test_wall_oss_backend_serves_model_chunks(ros_node, node_processes):
         assert chunk.action_space == "wall_oss_ee_relative" and chunk.actions.shape[1] == 26
         assert chunk.instruction == "pick up the red cube" and chunk.inference_latency > 0
         assert min(abs(chunk.stamp - s) for s in rig.published_stamps) < 1e-6
-    assert rig.diagnostics.get("backend") == "wall_oss" and policy.alive()
+    rig.wait(lambda: rig.diagnostics.get("backend") == "wall_oss", 10.0, "diagnostics of the model backend")
+    assert policy.alive()
     assert policy.stop() == 0  # Ctrl-C, usually with an inference in flight
     assert "Traceback" not in policy.log_path.read_text()
