@@ -38,6 +38,9 @@ RECORD_DEPTH = 100
 _NO_TIME = QosTime(sec=0, nsec=0)
 
 
+DRAIN_ON_STOP = 0.3  # [s] callbacks still run after Ctrl-C, before the bag is closed
+
+
 class RecorderError(ValueError):
     """A recording that cannot start: bad topic name, unknown message type, existing output."""
 
@@ -175,6 +178,10 @@ def main(args=None) -> int:
     executor.add_node(node)
     try:
         spin_until_stopped(executor, stop)
+        # messages already delivered to this process when Ctrl-C came still belong in the bag
+        drain_until = time.monotonic() + DRAIN_ON_STOP
+        while time.monotonic() < drain_until and executor.context.ok():
+            executor.spin_once(timeout_sec=0.02)
     finally:
         path = recorder.close()
         summary = ", ".join(f"{t}: {recorder.counts[t]}" for t in recorder.topics)
