@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from wall_oss_core.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
-from wall_oss_core.kinematics import BimanualKinematics
+from wall_oss_core.backends.replay import save_recording
 from wall_oss_core.paths import share_file
-from wall_oss_core.replay_policy import save_recording
-from wall_oss_core.robot_config import default_config_path, load_robot_config
+from wall_oss_core.robot.config import default_config_path, load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
+from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
 from wall_oss_ros.launch_runner import LaunchRunner, plan_launch
 
 RATES = (200.0, 500.0)

@@ -149,8 +149,8 @@ def measure(config: BenchConfig, log) -> int:
     from std_srvs.srv import Trigger
     from wall_oss.msg import SafetyStatus
 
-    from wall_oss_core.kinematics import BimanualKinematics
-    from wall_oss_core.robot_config import default_config_path, load_robot_config
+    from wall_oss_core.robot.config import default_config_path, load_robot_config
+    from wall_oss_core.robot.kinematics import BimanualKinematics
     from wall_oss_ros.conversions import seconds_to_stamp, vector_to_joint_state
 
     robot = load_robot_config(default_config_path())

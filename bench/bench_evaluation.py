@@ -19,12 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
-from synthetic_bags import write_synthetic_bag  # noqa: E402
 from rosbags.rosbag2 import Reader  # noqa: E402
+from synthetic_bags import write_synthetic_bag  # noqa: E402
 
-from wall_oss_core.bag_reader import BagReader  # noqa: E402
-from wall_oss_core.evaluation import EvaluationConfig, evaluate_bag  # noqa: E402
-from wall_oss_core.replay_policy import ReplayPolicy, load_recording  # noqa: E402
+from wall_oss_core.backends.replay import ReplayPolicy, load_recording  # noqa: E402
+from wall_oss_core.data.bag_reader import BagReader  # noqa: E402
+from wall_oss_core.evaluation.open_loop import EvaluationConfig, evaluate_bag  # noqa: E402
 
 
 def timed(function, repeats: int = 3):
@@ -61,8 +61,8 @@ def main() -> int:
         replay_s, result = timed(lambda: evaluate_bag(bag.path, replay, config=config), repeats=1)
         replay_obs = result.metrics["coverage"]["instants"]
 
+        from wall_oss_core.backends.wall_oss import WallOssPolicy, WallOssPolicyConfig
         from wall_oss_core.model.checkpoint_generator import generate_checkpoint
-        from wall_oss_core.wall_oss_policy import WallOssPolicy, WallOssPolicyConfig
         tiny = WallOssPolicy(WallOssPolicyConfig(checkpoint_dir=str(generate_checkpoint(root / "ckpt", size="tiny")),
                                                  seed=0, num_threads=1))
         tiny_s, tiny_result = timed(lambda: evaluate_bag(bag.path, tiny, config=EvaluationConfig(progress=False)),

@@ -2,7 +2,7 @@
 
 Frames are real sensor_msgs/Image messages as rclpy hands them to a callback (serialized and
 deserialized, so `data` has the type received from DDS). Columns:
-  ours     wall_oss_core.images.image_msg_to_rgb: a zero-copy view for rgb8, one cv2 conversion otherwise
+  ours     wall_oss_core.policy.images.image_msg_to_rgb: a zero-copy view for rgb8, one cv2 conversion otherwise
   naive    copy the buffer into a new array, reshape, reorder channels with numpy and copy
   view     the all-views alternative (strided numpy view, e.g. [..., ::-1] for bgr8) followed by the
            contiguous copy a consumer such as PIL or torch then makes; why only rgb8 is served as a view
@@ -20,7 +20,7 @@ import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
-from wall_oss_core.images import compressed_to_rgb, image_msg_to_rgb
+from wall_oss_core.policy.images import compressed_to_rgb, image_msg_to_rgb
 
 ENCODINGS = ("rgb8", "bgr8", "rgba8", "mono8")
 
@@ -85,9 +85,9 @@ def main() -> None:
         ours_image = image_msg_to_rgb(msg)
         np.testing.assert_array_equal(ours_image, naive_to_rgb(msg))  # same pixels every way
         np.testing.assert_array_equal(ours_image, view_then_copy(msg))
-        ours = median_us(lambda: image_msg_to_rgb(msg), args.repeats)
-        naive = median_us(lambda: naive_to_rgb(msg), args.repeats)
-        view = median_us(lambda: view_then_copy(msg), args.repeats)
+        ours = median_us(lambda msg=msg: image_msg_to_rgb(msg), args.repeats)
+        naive = median_us(lambda msg=msg: naive_to_rgb(msg), args.repeats)
+        view = median_us(lambda msg=msg: view_then_copy(msg), args.repeats)
         results[encoding] = ours
         print(f"{encoding:<9} {ours:>9.1f} {naive:>9.1f} {view:>9.1f} {naive / ours:>10.0f}x {view / ours:>9.1f}x")
     ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])

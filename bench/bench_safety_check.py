@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.robot_config import default_config_path, load_robot_config
-from wall_oss_core.safety import SafetyConfig, SafetySupervisor
+from wall_oss_core.control.safety import SafetyConfig, SafetySupervisor
+from wall_oss_core.robot.config import default_config_path, load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
 
 PERIOD = 0.005
 

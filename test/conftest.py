@@ -51,7 +51,7 @@ class NodeProcess:
         for key, value in (params or {}).items():
             command += ["-p", f"{key}:={_param_literal(value)}"]
         self.log_path = log_dir / f"{self.name}.log"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 (the node writes to it until stop())
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True, env=os.environ.copy())
 

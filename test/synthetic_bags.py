@@ -14,12 +14,12 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from wall_oss_core import action_space as aspace
-from wall_oss_core.bag_types import wall_oss_typestore
-from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.policy import Chunk
-from wall_oss_core.replay_policy import ReplayPolicy
-from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
+from wall_oss_core.backends.replay import ReplayPolicy
+from wall_oss_core.data.bag_types import wall_oss_typestore
+from wall_oss_core.policy import action_space as aspace
+from wall_oss_core.policy.interface import Chunk
+from wall_oss_core.robot.config import RobotConfig, default_config_path, load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_ros.conversions import chunk_to_msg, seconds_to_stamp, vector_to_joint_state
 
 START = 100.0  # bag clock at the first message [s]

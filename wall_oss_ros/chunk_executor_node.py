@@ -1,6 +1,6 @@
 """chunk_executor_node: ActionChunks in, a smooth `candidate_command` stream at the controller rate out.
 
-A thin shell around `wall_oss_core.executor.ChunkExecutor` (alignment, skipping, stitching, holding,
+A thin shell around `wall_oss_core.control.executor.ChunkExecutor` (alignment, skipping, stitching, holding,
 EE→joint IK, rejections; see that module). Output goes ONLY to the safety supervisor
 (`candidate_command`, sensor_msgs/JointState with position + velocity, stamped with the command time);
 nothing here talks to a controller.
@@ -24,11 +24,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from wall_oss.msg import ActionChunk
 
-from wall_oss_core import executor as core
-from wall_oss_core.executor import ChunkExecutor, ExecutorConfig, PreparedChunk, Rejected
-from wall_oss_core.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, InstructionError, validate_instruction
-from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.robot_config import default_config_path, load_robot_config
+from wall_oss_core.control import executor as core
+from wall_oss_core.control.executor import ChunkExecutor, ExecutorConfig, PreparedChunk, Rejected
+from wall_oss_core.policy.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, InstructionError, validate_instruction
+from wall_oss_core.robot.config import default_config_path, load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_ros.conversions import (
     joint_state_to_vector,
     msg_to_chunk,

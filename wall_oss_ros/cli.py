@@ -10,11 +10,11 @@ import sys
 COMMANDS = {
     "demo": ("wall_oss_ros.demo", "run the full graph on the simulated bimanual arm and summarize"),
     "launch": ("wall_oss_ros.launch_runner", "run a launch/*.launch.yaml file (the same files ros2 launch runs)"),
-    "infer": ("wall_oss_core.cli_infer", "run a checkpoint on an observation file (fake inference)"),
-    "make-checkpoint": ("wall_oss_core.cli_make_checkpoint", "write a tiny/small untrained checkpoint"),
-    "eval": ("wall_oss_core.cli_eval", "open-loop evaluation of a checkpoint or replayed chunks on a bag"),
-    "export-dataset": ("wall_oss_core.cli_export", "bags -> LeRobot dataset (v3.0) with videos and stats"),
-    "stats": ("wall_oss_core.cli_export", "normalization statistics (mean/std/q01/q99) from bags"),
+    "infer": ("wall_oss_core.cli.infer", "run a checkpoint on an observation file (fake inference)"),
+    "make-checkpoint": ("wall_oss_core.cli.make_checkpoint", "write a tiny/small untrained checkpoint"),
+    "eval": ("wall_oss_core.cli.eval", "open-loop evaluation of a checkpoint or replayed chunks on a bag"),
+    "export-dataset": ("wall_oss_core.cli.export", "bags -> LeRobot dataset (v3.0) with videos and stats"),
+    "stats": ("wall_oss_core.cli.export", "normalization statistics (mean/std/q01/q99) from bags"),
     "replay": ("wall_oss_ros.cli_replay", "play a bag into the running graph, record its outputs, compare"),
 }
 

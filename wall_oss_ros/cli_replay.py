@@ -49,9 +49,9 @@ def add_parser(subparsers):
 
 
 def run(args, ros_args: list[str] | None = None) -> int:
-    from wall_oss_core.bag_reader import BagError
-    from wall_oss_core.playback import PlaybackConfig, PlaybackError
-    from wall_oss_core.robot_config import ConfigError
+    from wall_oss_core.data.bag_reader import BagError
+    from wall_oss_core.data.playback import PlaybackConfig, PlaybackError
+    from wall_oss_core.robot.config import ConfigError
     from wall_oss_ros.live_replay import LiveReplayConfig, run_live_replay
     from wall_oss_ros.recorder import RecorderError
 

@@ -10,8 +10,8 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import JointState
 from wall_oss.msg import ActionChunk
 
-from wall_oss_core.observation import select_joints
-from wall_oss_core.policy import Chunk, chunk_from_message
+from wall_oss_core.policy.interface import Chunk, chunk_from_message
+from wall_oss_core.policy.observation import select_joints
 
 # ActionChunk → Chunk with validation; defined in the core so bag readers share it.
 msg_to_chunk = chunk_from_message

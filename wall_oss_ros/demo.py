@@ -11,7 +11,7 @@ backend runs the built-in checkpoint: an UNTRAINED model with random weights wri
 generator into the run directory, so the whole model path (preprocessing, prefix-cached flow
 sampling, EE actions → IK) runs with nothing but this repository; its motions are meaningless, and
 the safety supervisor keeps them within limits. --scripted replays a scripted reach-and-grasp
-demonstration instead (`wall_oss_core.demo_trajectory`) through the replay backend. Exit status 1 when the graph misbehaves: a node died, no
+demonstration instead (`wall_oss_core.sim.demo_trajectory`) through the replay backend. Exit status 1 when the graph misbehaves: a node died, no
 chunk or no controller command arrived, or the graph did not come up in time.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from wall_oss_core.paths import share_file
-from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
+from wall_oss_core.robot.config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_ros.launch_runner import LaunchError, LaunchRunner, parse_assignments, plan_launch, resolve_launch_file
 
 STATE_NAMES = {0: "OK", 1: "LIMITING", 2: "HOLD", 3: "ESTOP", 4: "FAULT"}
@@ -231,9 +231,9 @@ class _Demo:
 
     def _prepare(self, run_dir: Path) -> tuple[dict[str, str], str, str]:
         """Launch arguments, a description of the policy, and the instruction to publish."""
-        from wall_oss_core.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
-        from wall_oss_core.kinematics import BimanualKinematics
-        from wall_oss_core.replay_policy import save_recording
+        from wall_oss_core.backends.replay import save_recording
+        from wall_oss_core.robot.kinematics import BimanualKinematics
+        from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
 
         arguments = {"rate_hz": f"{self.args.rate_hz:.1f}", "publish_compressed_images": "true"}
         instruction = self.args.instruction or DEMO_INSTRUCTION

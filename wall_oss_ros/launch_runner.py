@@ -534,20 +534,16 @@ class LaunchRunner:
         self._stopping = True
         for process in self.processes.values():
             if process.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + self.shutdown_timeout
         for name, process in self.processes.items():
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self._say(f"{name} did not exit within {self.shutdown_timeout:g} s of SIGINT; killing it")
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 process.wait(5)
         for reader in self._readers:
             reader.join(timeout=2.0)

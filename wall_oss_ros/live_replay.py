@@ -2,7 +2,7 @@
 graph publishes, and compare that run with the bag using the offline evaluation metrics.
 
 Messages go out as the raw CDR bytes stored in the bag (rclpy publishes serialized bytes as they
-are), from a plain loop that sleeps until each message's time (`wall_oss_core.playback` computes the
+are), from a plain loop that sleeps until each message's time (`wall_oss_core.data.playback` computes the
 schedule: rate factor, start offset, duration, loop). Header stamps are left as recorded (shifted
 only on later loop passes), so nodes that check input freshness, like the policy node, must follow
 the bag's clock: run them with `use_sim_time:=true` and play with `publish_clock`, which publishes
@@ -11,7 +11,7 @@ rosgraph_msgs/Clock ticks and one ahead of every message.
 While it plays, a `BagRecorder` in the same node records the graph's outputs (action chunks,
 candidate commands, controller commands, safety status) into `<out>/run_bag` (MCAP, receive times
 from the system clock). Afterwards the run's chunks, mapped back into the source bag's time base
-pass by pass, are compared with the source bag (`wall_oss_core.run_comparison`) and everything is
+pass by pass, are compared with the source bag (`wall_oss_core.evaluation.run_comparison`) and everything is
 summarized in `<out>/replay.json`.
 
 The recorder and the /clock subscription side run on a SingleThreadedExecutor in a background
@@ -37,8 +37,8 @@ from rosbags.interfaces import QosDurability
 from rosgraph_msgs.msg import Clock
 from std_srvs.srv import Trigger
 
-from wall_oss_core.bag_reader import BagMessage, BagReader
-from wall_oss_core.playback import (
+from wall_oss_core.data.bag_reader import BagMessage, BagReader
+from wall_oss_core.data.playback import (
     NS,
     PlaybackConfig,
     PlaybackError,
@@ -49,8 +49,14 @@ from wall_oss_core.playback import (
     shift_header_stamp,
     starts_with_header,
 )
-from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
-from wall_oss_core.run_comparison import RunComparisonError, chunks_by_pass, compare_run, run_chunks, topic_rates
+from wall_oss_core.evaluation.run_comparison import (
+    RunComparisonError,
+    chunks_by_pass,
+    compare_run,
+    run_chunks,
+    topic_rates,
+)
+from wall_oss_core.robot.config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_ros.node_runtime import install_stop_signals, spin_until_stopped
 from wall_oss_ros.recorder import BagRecorder, RecorderError, message_class
 
@@ -270,7 +276,7 @@ class ReplayResult:
 
 def _compare(config: LiveReplayConfig, run_bag: Path, timeline: Timeline, robot: RobotConfig
              ) -> tuple[list, list[dict], str | None]:
-    from wall_oss_core.evaluation import EvaluationConfig
+    from wall_oss_core.evaluation.open_loop import EvaluationConfig
 
     chunks, invalid = run_chunks(run_bag, config.topic("action_chunk"))
     if not chunks:

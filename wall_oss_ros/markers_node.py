@@ -1,7 +1,7 @@
 """markers_node: the running graph as rviz markers (`markers`, visualization_msgs/MarkerArray).
 
 Subscribes to `action_chunk`, `/joint_states` and `safety_status`; publishes, at `publish_rate`, the
-scene of `wall_oss_core.markers.MarkerScene` in the robot's base frame: predicted EE path per arm
+scene of `wall_oss_core.visualization.markers.MarkerScene` in the robot's base frame: predicted EE path per arm
 (LINE_STRIP, per-point colors by time), executed path, workspace boxes (CUBE, red on a limit hit)
 and the safety text (TEXT_VIEW_FACING).
 """
@@ -18,9 +18,9 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 from wall_oss.msg import ActionChunk, SafetyStatus
 
-from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.markers import BoxMarker, MarkerScene, PathMarker, Rgba, SafetyView, TextMarker
-from wall_oss_core.robot_config import default_config_path, load_robot_config
+from wall_oss_core.robot.config import default_config_path, load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
+from wall_oss_core.visualization.markers import BoxMarker, MarkerScene, PathMarker, Rgba, SafetyView, TextMarker
 from wall_oss_ros.conversions import joint_state_to_vector, msg_to_chunk, stamp_to_seconds
 from wall_oss_ros.node_runtime import run_node
 

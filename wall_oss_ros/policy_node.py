@@ -1,6 +1,6 @@
 """policy_node: camera frames + joint states + instruction → ActionChunk, with inference off the executor.
 
-Callbacks only convert and store inputs (`wall_oss_core.images`, `wall_oss_core.observation`); one
+Callbacks only convert and store inputs (`wall_oss_core.policy.images`, `wall_oss_core.policy.observation`); one
 plain worker thread assembles the newest complete, fresh observation whenever it is free, runs the
 policy backend on it and publishes the chunk stamped with the observation time. A chunk computed
 for an instruction that changed meanwhile is dropped, so after a new instruction every published
@@ -24,13 +24,13 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from wall_oss.msg import ActionChunk
 
-from wall_oss_core.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
-from wall_oss_core.instruction import InstructionError, validate_instruction
-from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.observation import AssemblyLimits, InputRejected, ObservationAssembler, Unavailable
-from wall_oss_core.policy import Observation, Policy, PolicyError
-from wall_oss_core.replay_policy import ALIGNMENTS, replay_policy_from_path
-from wall_oss_core.robot_config import RobotConfig, default_config_path, load_robot_config
+from wall_oss_core.backends.replay import ALIGNMENTS, replay_policy_from_path
+from wall_oss_core.policy.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
+from wall_oss_core.policy.instruction import InstructionError, validate_instruction
+from wall_oss_core.policy.interface import Observation, Policy, PolicyError
+from wall_oss_core.policy.observation import AssemblyLimits, InputRejected, ObservationAssembler, Unavailable
+from wall_oss_core.robot.config import RobotConfig, default_config_path, load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_ros.conversions import chunk_to_msg, stamp_to_seconds
 from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node
 
@@ -121,7 +121,7 @@ def make_policy(params: PolicyNodeParams, robot: RobotConfig) -> Policy:
     if params.backend == "replay":
         return replay_policy_from_path(params.replay_source, topic=params.replay_topic or None,
                                        alignment=params.replay_alignment, loop=params.replay_loop)
-    from wall_oss_core.wall_oss_policy import WallOssPolicy, WallOssPolicyConfig
+    from wall_oss_core.backends.wall_oss import WallOssPolicy, WallOssPolicyConfig
 
     robot_cameras = tuple(camera.name for camera in robot.cameras)
     policy = WallOssPolicy(WallOssPolicyConfig(checkpoint_dir=params.checkpoint, dtype=params.dtype,

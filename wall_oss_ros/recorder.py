@@ -31,7 +31,7 @@ from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from wall_oss_core.bag_types import wall_oss_typestore
+from wall_oss_core.data.bag_types import wall_oss_typestore
 from wall_oss_ros.node_runtime import install_stop_signals, spin_until_stopped
 
 RECORD_DEPTH = 100

@@ -1,7 +1,7 @@
 """safety_supervisor_node: the only publisher to the controllers.
 
 Candidates (`candidate_command`), joint states and the e-stop input go into
-`wall_oss_core.safety.SafetySupervisor`; a timer at the command rate ticks it and sends its output to
+`wall_oss_core.control.safety.SafetySupervisor`; a timer at the command rate ticks it and sends its output to
 every controller named in the robot config, ros2_control style: one std_msgs/Float64MultiArray per
 forward command controller on `/<controller>/commands`, or a one-point trajectory_msgs/JointTrajectory
 (positions + velocities) on `/<controller>/joint_trajectory`. Publishes wall_oss/SafetyStatus at
@@ -26,9 +26,9 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from wall_oss.msg import SafetyStatus
 
-from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.robot_config import default_config_path, load_robot_config
-from wall_oss_core.safety import SafetyConfig, SafetyOutput, SafetyState, SafetySupervisor
+from wall_oss_core.control.safety import SafetyConfig, SafetyOutput, SafetyState, SafetySupervisor
+from wall_oss_core.robot.config import default_config_path, load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_ros.conversions import joint_state_to_vector, stamp_to_seconds
 from wall_oss_ros.node_runtime import diagnostic_array, run_node
 

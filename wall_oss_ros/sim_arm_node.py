@@ -2,7 +2,7 @@
 
 It listens where the real controllers listen (`/<controller>/commands` as std_msgs/Float64MultiArray,
 or `/<controller>/joint_trajectory` as trajectory_msgs/JointTrajectory, as config/bimanual.yaml
-selects), integrates the joints with `wall_oss_core.sim.ArmDynamics` on a timer, publishes
+selects), integrates the joints with `wall_oss_core.sim.kinematic_arm.ArmDynamics` on a timer, publishes
 `/joint_states`, and renders the face and wrist cameras in a child process (`CameraProcess`: rendering
 takes ~10 ms a camera in Python and, in a thread, would delay the physics timer through the GIL).
 Malformed commands are rejected, counted and logged.
@@ -22,9 +22,15 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from wall_oss_core.kinematics import BimanualKinematics
-from wall_oss_core.robot_config import default_config_path, load_robot_config
-from wall_oss_core.sim import ArmDynamics, ArmDynamicsConfig, CameraProcess, CameraSettings, TrajectoryTarget
+from wall_oss_core.robot.config import default_config_path, load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
+from wall_oss_core.sim.kinematic_arm import (
+    ArmDynamics,
+    ArmDynamicsConfig,
+    CameraProcess,
+    CameraSettings,
+    TrajectoryTarget,
+)
 from wall_oss_ros.conversions import stamp_to_seconds
 from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node
 

@@ -1,1 +1,2 @@
-"""Wall-OSS policy model: configuration, modeling, loading, processing."""
+"""The Wall-OSS model: configuration, MoT decoder, checkpoint files and loading, processing, normalization, pipeline.
+May import: torch, transformers, safetensors, and policy.action_space (action names). Never backends, data or ROS."""

@@ -21,14 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from .configuration import (
-    ActionHeadConfig,
-    ExpertConfig,
-    SamplerConfig,
-    TextDecoderConfig,
-    TokenIds,
-    WallOssConfig,
-)
+from .configuration import ActionHeadConfig, ExpertConfig, SamplerConfig, TextDecoderConfig, TokenIds, WallOssConfig
 from .normalization import ACTION_KEY, MEAN_STD, QUANTILES, STATE_KEY
 from .processing import (
     ACTION_TOKEN,
@@ -113,7 +106,7 @@ def action_names(generation: str) -> list[str]:
 
 
 def _schema_names(generation: str, relative: bool) -> list[str]:
-    from ..action_space import wall_oss_names
+    from wall_oss_core.policy.action_space import wall_oss_names
 
     names = wall_oss_names(relative)
     return names if generation == GENERATION_05 else names[:20]

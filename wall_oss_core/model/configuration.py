@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .checkpoint_files import read_tensor_shapes
+
 Generation = Literal["wall_oss_05", "wall_oss_flow"]
 
 
@@ -113,7 +115,7 @@ class WallOssConfig:
 
     # ---------------------------------------------------------------- parsing
     @classmethod
-    def from_checkpoint_dir(cls, checkpoint_dir: str | Path) -> "WallOssConfig":
+    def from_checkpoint_dir(cls, checkpoint_dir: str | Path) -> WallOssConfig:
         directory = Path(checkpoint_dir)
         config_path = directory / "config.json"
         if not config_path.is_file():
@@ -125,7 +127,7 @@ class WallOssConfig:
         return cls.from_json_dict(raw, directory)
 
     @classmethod
-    def from_json_dict(cls, raw: dict[str, Any], checkpoint_dir: str | Path | None = None) -> "WallOssConfig":
+    def from_json_dict(cls, raw: dict[str, Any], checkpoint_dir: str | Path | None = None) -> WallOssConfig:
         directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
         layout = detect_layout(raw)
         if layout == "wall_oss_05":
@@ -431,8 +433,6 @@ def _parse_wall_x(raw: dict[str, Any], directory: Path | None) -> WallOssConfig:
     text_cfg = _text_config(text, where)
     if directory is None:
         raise ConfigError(f"{where}: the expert MLP widths are read from model.safetensors; pass the directory")
-    from .loading import read_tensor_shapes  # local import: loading depends on this module
-
     shapes = read_tensor_shapes(directory)
     widths = []
     for e in range(2):

@@ -45,7 +45,7 @@ class ModelInputs:
     proprioception: torch.Tensor | None = None  # flow: [B, D] (or [B, 1, D]) normalized state
     agent_pos_mask: torch.Tensor | None = None  # flow: [B, D] (or [B, 1, D]) 1 where the state is used
 
-    def to(self, device: torch.device | str) -> "ModelInputs":
+    def to(self, device: torch.device | str) -> ModelInputs:
         return ModelInputs(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v)
                               for k, v in self.__dict__.items()})
 
@@ -299,7 +299,7 @@ def windowed_vision_attention(module, query, key, value, attention_mask=None, sc
         n, length = j - i, lengths[i]
         span = slice(start, start + n * length)
 
-        def windows(x):
+        def windows(x, span=span, n=n, length=length):
             return x[0, :, span].unflatten(1, (n, length)).transpose(0, 1)  # [n, heads, length, hd]
 
         out = F.scaled_dot_product_attention(windows(query), windows(key), windows(value), scale=scaling)
@@ -570,7 +570,7 @@ class WallOssModel(nn.Module):
                 trace.x_t.append(x_t)
         return x_t
 
-    def _graphed_step(self, batch: int, prompt_len: int) -> "StaticActionStep":
+    def _graphed_step(self, batch: int, prompt_len: int) -> StaticActionStep:
         """A captured CUDA graph of the action step for this batch size and prompt length bucket."""
         if self.model.embed_tokens.weight.device.type != "cuda":
             raise ValueError("use_cuda_graph needs the model on a CUDA device")

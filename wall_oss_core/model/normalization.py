@@ -91,7 +91,7 @@ class FeatureNormalizer:
         return (values + 1.0) * self._range_denominator() / 2.0 + self.offset
 
     @classmethod
-    def from_stats(cls, mode: str, stats: dict[str, torch.Tensor], eps: float = DEFAULT_EPS) -> "FeatureNormalizer":
+    def from_stats(cls, mode: str, stats: dict[str, torch.Tensor], eps: float = DEFAULT_EPS) -> FeatureNormalizer:
         """Build from LeRobot-style stats (`mean`/`std`, `min`/`max`, `q01`/`q99`, `q10`/`q90`)."""
         mode = mode.upper()
         if mode == IDENTITY:

@@ -6,9 +6,9 @@ unnormalize actions into the checkpoint's action space.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -109,7 +109,7 @@ class WallOssPipeline:
         image_longest_side: int | None = None,
         robot: str | None = None,
         allow_identity_normalization: bool = False,
-    ) -> "WallOssPipeline":
+    ) -> WallOssPipeline:
         """Load model, tokenizer, image processor and statistics from a local checkpoint directory.
 
         camera_names: prompt order of the cameras, needed when the config names none.

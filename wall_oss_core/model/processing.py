@@ -6,9 +6,9 @@ multimodal rotary position ids (mRoPE) that the decoder consumes.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -246,7 +246,7 @@ class WallOssProcessor:
         self.merge_size = int(image_processor.merge_size)
 
     @classmethod
-    def from_checkpoint_dir(cls, checkpoint_dir: str | Path, settings: ProcessorSettings) -> "WallOssProcessor":
+    def from_checkpoint_dir(cls, checkpoint_dir: str | Path, settings: ProcessorSettings) -> WallOssProcessor:
         return cls(load_tokenizer(checkpoint_dir), load_image_processor(checkpoint_dir), settings)
 
     def _token_id(self, token: str) -> int:

@@ -1,0 +1,212 @@
+"""safety_supervisor_node over real DDS: a node process in namespace /wall_oss, fed and observed by this
+test's node (joint states, candidates, e-stop, services; controller commands and SafetyStatus)."""
+import math
+
+import numpy as np
+import pytest
+from conftest import ROBOT_CONFIG, wait_for
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+from wall_oss.msg import SafetyStatus
+
+from wall_oss_core.robot.config import load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
+from wall_oss_ros.conversions import vector_to_joint_state
+
+MODULE = "wall_oss_ros.safety_supervisor_node"
+NAMESPACE = ("--ros-args", "-r", "__ns:=/wall_oss")
+ROBOT = load_robot_config(ROBOT_CONFIG)
+LIMITS = BimanualKinematics(ROBOT).limits
+HOME = ROBOT.home_positions()
+RATE = 200.0
+# generous timeouts: the test machine is shared, and a late message must not look like a fault here
+PARAMS = {"command_rate": RATE, "candidate_timeout": 0.3, "joint_state_timeout": 0.3}
+RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+YAW = ROBOT.command_joints.index("left_wrist_yaw_joint")
+
+
+class Rig:
+    """Inputs the supervisor needs and everything it publishes, recorded in arrival order."""
+
+    def __init__(self, node, trajectory: bool = False):
+        self.node = node
+        self.trajectory = trajectory
+        self.joint_pub = node.create_publisher(type(vector_to_joint_state([], [])), "/joint_states", 10)
+        self.candidate_pub = node.create_publisher(type(vector_to_joint_state([], [])), "/wall_oss/candidate_command", 10)
+        self.estop_pub = node.create_publisher(Bool, "/wall_oss/estop", 10)
+        self.reset_client = node.create_client(Trigger, "/wall_oss/reset_estop")
+        self.trigger_client = node.create_client(Trigger, "/wall_oss/trigger_estop")
+        self.commands: dict[str, list] = {}
+        for arm in ROBOT.arms:
+            for controller in (arm.controller, arm.gripper_controller):
+                self.commands[controller] = []
+                kind, topic = (JointTrajectory, "joint_trajectory") if trajectory else (Float64MultiArray, "commands")
+                node.create_subscription(kind, f"/{controller}/{topic}", self.commands[controller].append, RELIABLE)
+        self.statuses: list[SafetyStatus] = []
+        node.create_subscription(SafetyStatus, "/wall_oss/safety_status", self.statuses.append, RELIABLE)
+        self.diagnostics: list[DiagnosticArray] = []
+        node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.send_joint_states = True
+        self.candidate = lambda t: (HOME, np.zeros_like(HOME))  # t [s] → positions, velocities (or None)
+        self.start = node.get_clock().now().nanoseconds * 1e-9
+        node.create_timer(0.005, self._publish)
+
+    def _publish(self):
+        now = self.node.get_clock().now()
+        if self.send_joint_states:
+            self.joint_pub.publish(vector_to_joint_state(ROBOT.command_joints, HOME, stamp=now.to_msg()))
+        command = self.candidate(now.nanoseconds * 1e-9 - self.start)
+        if command is not None:
+            self.candidate_pub.publish(vector_to_joint_state(ROBOT.command_joints, *command, stamp=now.to_msg()))
+
+    def arm_positions(self, controller="left_arm_controller") -> np.ndarray:
+        if self.trajectory:
+            return np.array([list(m.points[0].positions) for m in self.commands[controller]])
+        return np.array([list(m.data) for m in self.commands[controller]])
+
+    def status(self) -> SafetyStatus | None:
+        return self.statuses[-1] if self.statuses else None
+
+    def call(self, client, timeout=10.0) -> Trigger.Response:
+        wait_for(client.service_is_ready, timeout, poll=self.node.spin_briefly, message="service")
+        future = client.call_async(Trigger.Request())
+        wait_for(future.done, timeout, poll=self.node.spin_briefly, message="service response")
+        return future.result()
+
+    def wait(self, condition, message, timeout=20.0):
+        wait_for(condition, timeout, poll=self.node.spin_briefly, message=message)
+
+
+def assert_within_limits(positions: np.ndarray, joints: slice = slice(0, 6), slack: float = 1e-6):
+    """Consecutive commands respect the velocity and acceleration limits per command period."""
+    period = 1.0 / RATE
+    velocity = np.diff(positions, axis=0) / period
+    assert np.all(np.abs(velocity) <= LIMITS.velocity[joints] + slack)
+    acceleration = np.diff(velocity, axis=0) / period
+    assert np.all(np.abs(acceleration) <= LIMITS.acceleration[joints] * (1 + 1e-6) + slack)
+
+
+def _state(rig):
+    status = rig.status()
+    return None if status is None else status.state_name
+
+
+def test_follows_candidates_rejects_bad_ones_and_holds_when_they_stop(node_processes, ros_node):
+    node = node_processes(MODULE, *NAMESPACE, params=PARAMS)
+    rig = Rig(ros_node)
+    target = HOME.copy()
+    target[YAW] += 0.3
+    rig.candidate = lambda t: (target, np.zeros_like(target))
+    rig.wait(lambda: len(rig.arm_positions()) > 0 and abs(rig.arm_positions()[-1][YAW] - target[YAW]) < 1e-9,
+             "left arm commands reaching the candidate")
+    rig.wait(lambda: _state(rig) == "OK", "state OK")
+    np.testing.assert_allclose(rig.arm_positions("right_arm_controller")[-1], HOME[7:13])
+    assert [len(m.data) for m in rig.commands["left_gripper_controller"][-1:]] == [1]
+    assert rig.commands["left_gripper_controller"][-1].data[0] == pytest.approx(HOME[6])
+    assert_within_limits(rig.arm_positions())
+    rig.wait(lambda: any("safety_supervisor" in s.name for d in rig.diagnostics for s in d.status), "/diagnostics")
+
+    # a NaN candidate and one that lacks joints: rejected, counted, the node keeps commanding
+    bad = target.copy()
+    bad[2] = math.nan
+    rig.candidate_pub.publish(vector_to_joint_state(ROBOT.command_joints, bad))
+    rig.candidate_pub.publish(vector_to_joint_state(ROBOT.command_joints[:5], bad[:5]))
+    rig.wait(lambda: rig.status().commands_rejected >= 2, "two rejected candidates counted")
+    sent = len(rig.arm_positions())
+    rig.wait(lambda: len(rig.arm_positions()) > sent + 20, "commands after the rejections")
+    assert node.alive() and np.all(np.isfinite(rig.arm_positions()))
+    assert abs(rig.arm_positions()[-1][YAW] - target[YAW]) < 1e-9
+
+    # candidates stop: HOLD at the last position (never zeros), commands keep coming
+    rig.candidate = lambda t: None
+    rig.wait(lambda: _state(rig) == "HOLD", "state HOLD")
+    assert "no candidate command" in rig.status().reason and "watchdog:candidate" in rig.status().active_limits
+    sent = len(rig.arm_positions())
+    rig.wait(lambda: len(rig.arm_positions()) > sent + 10, "hold commands")
+    np.testing.assert_allclose(rig.arm_positions()[-1], target[:6], atol=1e-9)
+    assert_within_limits(rig.arm_positions())
+    assert node.alive()
+
+
+def test_estop_latches_holds_and_resets_only_with_fresh_inputs(node_processes, ros_node):
+    node_processes(MODULE, *NAMESPACE, params=PARAMS)
+    rig = Rig(ros_node)
+    rig.candidate = lambda t: (HOME + np.where(np.arange(14) == YAW, 0.6 * math.sin(2.0 * t), 0.0),
+                               np.where(np.arange(14) == YAW, 1.2 * math.cos(2.0 * t), 0.0))
+    # (on a loaded machine late candidates make it LIMITING now and then; either state is tracking)
+    rig.wait(lambda: _state(rig) in ("OK", "LIMITING") and len(rig.arm_positions()) > 50
+             and np.ptp(rig.arm_positions()[-20:, YAW]) > 0.01, "tracking the moving candidate")
+
+    rig.estop_pub.publish(Bool(data=True))
+    rig.wait(lambda: _state(rig) == "ESTOP", "state ESTOP")
+    assert rig.status().estop_count == 1 and "estop" in rig.status().active_limits
+    latched_at = len(rig.arm_positions())
+    rig.wait(lambda: len(rig.arm_positions()) > latched_at + 80, "hold commands")  # 0.4 s: braking takes < 0.25 s
+    held = rig.arm_positions()[latched_at:]
+    assert np.all(held[-20:] == held[-1]), "the arm is held still"
+    # (the probe may handle a few commands sent before the e-stop after the ESTOP status: skip them)
+    speeds = np.abs(np.diff(rig.arm_positions()[latched_at + 3:, YAW]))
+    assert np.all(np.diff(speeds) <= 1e-12), "speed only decreases after the e-stop"
+    assert_within_limits(rig.arm_positions())
+    assert abs(held[-1][YAW]) > 0 and np.all(np.isfinite(held))
+
+    response = rig.call(rig.reset_client)
+    assert not response.success and "still asserted" in response.message
+    rig.send_joint_states = False
+    rig.wait(lambda: "stale" in rig.call(rig.reset_client).message, "reset refused for stale joint states")
+    rig.estop_pub.publish(Bool(data=False))
+    rig.wait(lambda: "asserted" not in (r := rig.call(rig.reset_client)).message and not r.success
+             and "joint state" in r.message, "reset refused only for stale joint states once the input is released")
+    assert _state(rig) == "ESTOP"
+    rig.send_joint_states = True
+    rig.wait(lambda: rig.call(rig.reset_client).success, "reset accepted with fresh inputs")
+    resumed_at = len(rig.arm_positions())
+    rig.wait(lambda: _state(rig) in ("OK", "LIMITING"), "tracking again")
+    rig.wait(lambda: len(rig.arm_positions()) > resumed_at + 100, "commands after the reset")
+    assert_within_limits(rig.arm_positions())  # resuming towards the moving candidate stays within limits
+
+    trigger = rig.call(rig.trigger_client)
+    assert trigger.success and trigger.message == "e-stop latched"
+    rig.wait(lambda: _state(rig) == "ESTOP" and rig.status().estop_count == 2, "e-stop by service")
+
+
+def test_joint_trajectory_interface(node_processes, ros_node, tmp_path):
+    config = tmp_path / "robot.yaml"
+    config.write_text(ROBOT_CONFIG.read_text()
+                      .replace("../urdf/", str(ROBOT_CONFIG.parent.parent / "urdf") + "/")
+                      .replace("controller_interface: forward_command", "controller_interface: joint_trajectory"))
+    node_processes(MODULE, *NAMESPACE, params={**PARAMS, "robot_config": str(config),
+                                               "trajectory_time_from_start": 0.02})
+    rig = Rig(ros_node, trajectory=True)
+    target = HOME.copy()
+    target[YAW] -= 0.2
+    rig.candidate = lambda t: (target, np.zeros_like(target))
+    rig.wait(lambda: len(rig.commands["left_arm_controller"]) > 0
+             and abs(rig.arm_positions()[-1][YAW] - target[YAW]) < 1e-9
+             and rig.commands["left_arm_controller"][-1].points[0].velocities[YAW] == 0.0,
+             "trajectory commands reaching the candidate and stopping there")
+    message = rig.commands["left_arm_controller"][-1]
+    assert list(message.joint_names) == list(ROBOT.arm("left").joints) and len(message.points) == 1
+    point = message.points[0]
+    assert len(point.velocities) == 6
+    assert point.time_from_start.sec == 0 and point.time_from_start.nanosec == 20_000_000
+    gripper = rig.commands["right_gripper_controller"][-1]
+    assert list(gripper.joint_names) == ["right_gripper_joint"] and len(gripper.points[0].positions) == 1
+    moving = [m.points[0].velocities[YAW] for m in rig.commands["left_arm_controller"]]
+    assert min(moving) < -0.1  # velocities carry the motion towards the target
+    assert_within_limits(rig.arm_positions())
+
+
+@pytest.mark.parametrize("params, error", [
+    ({"command_rate": 5000.0}, "command_rate out of range"),
+    ({"robot_config": "/nonexistent/robot.yaml"}, "does not exist"),
+    ({"command_rate": 10.0, "candidate_timeout": 0.05}, "at least one command period"),
+])
+def test_bad_parameters_stop_the_node_with_a_clear_error(node_processes, params, error):
+    node = node_processes(MODULE, *NAMESPACE, params=params)
+    wait_for(lambda: not node.alive(), 30.0, message="the node to exit")
+    assert node.process.returncode == 2
+    assert error in node.log()

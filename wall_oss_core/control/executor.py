@@ -1,0 +1,426 @@
+"""The chunk executor: action chunks in, a smooth joint command stream at the controller rate out.
+
+No clocks inside: every call takes `now` [s] explicitly (the node passes its ROS clock), so the whole
+behaviour is a deterministic function of the calls and is tested without any timing.
+
+What it does with a chunk (see `ChunkExecutor.prepare` / `accept`):
+1. Validates it: action space, names, dimensions, finite values, stamp order and age, instruction.
+   Bad chunks are rejected with a reason and counted, never executed.
+2. Converts it to joint targets. `joint_position` chunks are absolute targets already.
+   `wall_oss_ee_relative` chunks are relative to each end-effector AT THE OBSERVATION, so the
+   reference poses come from forward kinematics of the joint state measured at the chunk stamp (a
+   short history of measured states, interpolated to the stamp); IK then runs once per action,
+   seeded with the previous action's solution, once per chunk and never per control tick.
+3. Aligns it to its observation stamp: action k is the target for stamp + first_action_offset + k·dt.
+   The spline through those targets is evaluated from `now` on, so the actions whose time already
+   passed while the policy was thinking are skipped instead of replayed. Replaying them is what
+   makes naive executors snap back to stale targets (tens of mrad, see ANCHORS: axol #191).
+4. Stitches it onto the running command: the new curve plus a decaying correction (`Blend`) that
+   starts exactly at the commanded position and velocity, so there is no step in position nor in
+   velocity at the boundary and the acceleration during the blend stays within a budget derived
+   from the URDF / config limits. This is the fix for jerky chunk boundaries (ANCHORS: wall-x #9,
+   openpi #393; naive switching causes acceleration spikes, and averaging overlapping chunks as in
+   temporal ensembling blends modes into invalid actions, so the newest chunk simply wins).
+5. When the chunk runs out (policy stalled or stopped), decelerates to rest within the acceleration
+   budget and holds; an empty instruction (pause) and a changed instruction do the same at once and
+   drop the running chunk.
+"""
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from wall_oss_core.control.interpolation import Blend, HermiteSpline, StopProfile, blend_duration
+from wall_oss_core.policy import action_space as aspace
+from wall_oss_core.policy.interface import Chunk
+from wall_oss_core.robot.kinematics import BimanualKinematics
+
+JOINT_POSITION = "joint_position"
+EE_RELATIVE = "wall_oss_ee_relative"
+
+# Rejection reasons (the keys of ExecutorCounters.rejected).
+INVALID_MESSAGE = "invalid_message"            # the message did not decode into a chunk (sizes, NaN, time step)
+SUPERSEDED = "superseded"                      # a newer chunk arrived before this one was prepared
+NOT_READY = "not_ready"                        # no joint state measured yet
+UNKNOWN_ACTION_SPACE = "unknown_action_space"
+WRONG_DIMENSIONS = "wrong_dimensions"
+WRONG_NAMES = "wrong_names"
+NON_FINITE = "non_finite"
+BAD_TIMING = "bad_timing"                      # non-finite stamp / offset
+FUTURE_STAMP = "future_stamp"                  # observation stamp ahead of `now` (clock mismatch)
+STALE = "stale"                                # too old, or its whole horizon already elapsed
+REORDERED = "reordered"                        # not newer than the chunk already running
+PAUSED = "paused"                              # instruction is empty
+INSTRUCTION_MISMATCH = "instruction_mismatch"  # computed for another instruction
+NO_REFERENCE_STATE = "no_reference_state"      # no measured joint state near the stamp (EE chunks)
+IK_FAILED = "ik_failed"
+TOO_FAST = "too_fast"                          # joint speeds far above the URDF limits
+REJECTION_REASONS = (INVALID_MESSAGE, SUPERSEDED, NOT_READY, UNKNOWN_ACTION_SPACE, WRONG_DIMENSIONS, WRONG_NAMES,
+                     NON_FINITE, BAD_TIMING, FUTURE_STAMP, STALE, REORDERED, PAUSED, INSTRUCTION_MISMATCH,
+                     NO_REFERENCE_STATE, IK_FAILED, TOO_FAST)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Tuning of the executor; fractions are of the per-joint URDF / config limits."""
+
+    blend_time: float = 0.1               # shortest stitch window [s]
+    max_blend_time: float = 1.0           # longest stitch window [s] (large offsets stretch it)
+    blend_acceleration_fraction: float = 0.5  # acceleration budget of the stitch correction
+    blend_velocity_fraction: float = 0.5  # velocity budget of the stitch correction
+    stop_deceleration_fraction: float = 0.8  # deceleration used to come to rest when chunks run out
+    max_chunk_age: float = 1.0            # chunks whose observation is older than this are stale [s]
+    max_future_stamp: float = 0.05        # tolerated clock skew of chunk stamps ahead of `now` [s]
+    max_speed_factor: float = 1.5         # reject chunks needing more than this × the velocity limit
+    joint_history_duration: float = 2.0   # measured joint states kept for EE reference poses [s]
+    max_reference_gap: float = 0.1        # farthest measured state from a chunk stamp that may serve [s]
+    ik_max_position_error: float = 0.005  # [m]
+    ik_max_rotation_error: float = 0.03   # [rad]
+
+    def __post_init__(self):
+        positive = ("blend_time", "max_blend_time", "blend_acceleration_fraction", "blend_velocity_fraction",
+                    "stop_deceleration_fraction", "max_chunk_age", "max_speed_factor", "joint_history_duration",
+                    "max_reference_gap", "ik_max_position_error", "ik_max_rotation_error")
+        for name in positive:
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"executor setting {name} must be a positive number, got {value}")
+        if not (np.isfinite(self.max_future_stamp) and self.max_future_stamp >= 0):
+            raise ValueError(f"executor setting max_future_stamp must be >= 0, got {self.max_future_stamp}")
+        if self.max_blend_time < self.blend_time:
+            raise ValueError(f"max_blend_time ({self.max_blend_time}) must be >= blend_time ({self.blend_time})")
+        if self.joint_history_duration < self.max_chunk_age:
+            raise ValueError("joint_history_duration must cover max_chunk_age so every accepted chunk finds "
+                             "its reference joint state")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    detail: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A validated chunk as joint-space targets (command-joint order) at absolute times."""
+
+    chunk: Chunk
+    times: np.ndarray
+    targets: np.ndarray
+
+    def __bool__(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Accepted:
+    skipped_actions: int  # actions whose time had passed at acceptance
+    blend_duration: float
+
+    def __bool__(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class Command:
+    time: float
+    positions: np.ndarray
+    velocities: np.ndarray
+    source: str  # "chunk" (on the chunk's curve), "blend" (stitching onto it) or "hold" (stopping / at rest)
+
+
+@dataclass
+class ExecutorCounters:
+    accepted: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    skipped_actions: int = 0
+    holds: int = 0          # times the command went from following a chunk to stopping / holding
+    discarded: int = 0      # running chunks dropped by a pause or an instruction change
+    ticks: Counter = field(default_factory=Counter)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+class JointStateHistory:
+    """Measured joint positions of the last few seconds, for looking up the state at a chunk stamp.
+
+    Appended from the joint-state callback and read from the chunk preparation thread, hence the lock.
+    """
+
+    def __init__(self, duration: float):
+        self.duration = duration
+        self._times: deque[float] = deque()
+        self._positions: deque[np.ndarray] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, t: float, positions: np.ndarray) -> None:
+        """Raises ValueError on non-finite values or a stamp older than the newest one kept."""
+        positions = np.array(positions, dtype=float)
+        if not np.isfinite(t) or not np.all(np.isfinite(positions)):
+            raise ValueError("joint state with a non-finite stamp or position")
+        with self._lock:
+            if self._times and t < self._times[-1]:
+                raise ValueError(f"joint state stamp {t:.6f} is older than the newest one ({self._times[-1]:.6f})")
+            self._times.append(float(t))
+            self._positions.append(positions)
+            while self._times[0] < t - self.duration:
+                self._times.popleft()
+                self._positions.popleft()
+
+    def latest(self) -> tuple[float, np.ndarray] | None:
+        with self._lock:
+            if not self._times:
+                return None
+            return self._times[-1], self._positions[-1].copy()
+
+    def at(self, t: float, max_gap: float) -> np.ndarray | None:
+        """Positions at time t: linear between the two samples around t, else the nearest sample if it
+        is within max_gap; None when nothing measured is close enough."""
+        with self._lock:
+            times = list(self._times)
+            positions = list(self._positions)
+        if not times:
+            return None
+        i = bisect_left(times, t)
+        if 0 < i < len(times) and times[i] - times[i - 1] <= 2 * max_gap:
+            w = (t - times[i - 1]) / (times[i] - times[i - 1])
+            return (1 - w) * positions[i - 1] + w * positions[i]
+        nearest = min((j for j in (i - 1, i) if 0 <= j < len(times)), key=lambda j: abs(times[j] - t))
+        return positions[nearest].copy() if abs(times[nearest] - t) <= max_gap else None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the command follows: a chunk's curve plus its stitch correction until the chunk's last
+    action, then a stop to rest; or only a stop (hold)."""
+
+    stop: StopProfile
+    spline: HermiteSpline | None = None
+    blend: Blend | None = None
+    chunk: Chunk | None = None
+
+    def state(self, t: float) -> tuple[np.ndarray, np.ndarray, str]:
+        if self.spline is None or t >= self.stop.start:
+            position, velocity = self.stop.evaluate(t)
+            return position, velocity, "hold"
+        position, velocity = self.spline.evaluate(t)
+        correction, correction_rate = self.blend.evaluate(t)
+        return position + correction, velocity + correction_rate, "blend" if t < self.blend.end else "chunk"
+
+
+class ChunkExecutor:
+    """Chunks in (`submit`, or `prepare` on a worker thread then `accept`), commands out (`step`)."""
+
+    def __init__(self, kinematics: BimanualKinematics, config: ExecutorConfig = ExecutorConfig()):
+        self.kinematics = kinematics
+        self.config = config
+        self.joint_names = kinematics.config.command_joints
+        limits = kinematics.limits
+        self._lower, self._upper = limits.lower, limits.upper
+        self._speed_limit = config.max_speed_factor * limits.velocity
+        self._blend_acceleration = config.blend_acceleration_fraction * limits.acceleration
+        self._blend_velocity = config.blend_velocity_fraction * limits.velocity
+        self._stop_deceleration = config.stop_deceleration_fraction * limits.acceleration
+        self.history = JointStateHistory(config.joint_history_duration)
+        self.counters = ExecutorCounters()
+        self.instruction: str | None = None  # None: no instruction received, chunks of any instruction run
+        self.last_rejection: Rejected | None = None
+        self._plan: _Plan | None = None
+        self._last_source: str | None = None
+
+    # ---------------------------------------------------------------- inputs
+
+    def on_joint_state(self, t: float, positions: np.ndarray) -> None:
+        """Record a measured joint state (command-joint order). Raises ValueError on bad input."""
+        positions = np.asarray(positions, dtype=float)
+        if positions.shape != (len(self.joint_names),):
+            raise ValueError(f"joint state needs {len(self.joint_names)} positions, got shape {positions.shape}")
+        self.history.add(t, positions)
+
+    def set_instruction(self, instruction: str, now: float) -> bool:
+        """An empty instruction pauses; a changed one drops the running chunk. Either way the command
+        stops (within the deceleration budget) and holds until a chunk for the new instruction.
+        Returns whether a chunk that was still running got dropped."""
+        self.instruction = instruction
+        plan = self._plan
+        if plan is None or plan.chunk is None or (instruction != "" and plan.chunk.instruction == instruction):
+            return False
+        dropped = now < plan.stop.start
+        if dropped:
+            self.counters.discarded += 1
+        position, velocity, _ = plan.state(now)
+        self._plan = _Plan(StopProfile.from_state(now, position, velocity, self._stop_deceleration))
+        return dropped
+
+    def submit(self, chunk: Chunk, now: float) -> Accepted | Rejected:
+        """Validate, convert, align and stitch a chunk in one go."""
+        return self.accept(self.prepare(chunk, now), now)
+
+    def prepare(self, chunk: Chunk, now: float) -> PreparedChunk | Rejected:
+        """Everything that does not touch the running command (validation, IK); safe to run on a
+        worker thread while `step` keeps ticking. The result goes to `accept`."""
+        rejection = self._validate(chunk, now)
+        if rejection is not None:
+            return rejection
+        times = chunk.action_times()
+        if chunk.action_space == JOINT_POSITION:
+            order = [chunk.action_names.index(name) for name in self.joint_names]
+            targets = chunk.actions[:, order]
+        else:
+            converted = self._ee_to_joints(chunk)
+            if isinstance(converted, Rejected):
+                return converted
+            targets = converted
+        targets = np.clip(targets, self._lower, self._upper)
+        speed = HermiteSpline.through(times, targets).max_speed()
+        too_fast = speed > self._speed_limit
+        if np.any(too_fast):
+            joint = int(np.argmax(speed / self._speed_limit))
+            return Rejected(TOO_FAST, f"{self.joint_names[joint]} would move at {speed[joint]:.2f}, above "
+                                      f"{self.config.max_speed_factor} x its velocity limit")
+        return PreparedChunk(chunk, times, targets)
+
+    def accept(self, prepared: PreparedChunk | Rejected, now: float) -> Accepted | Rejected:
+        """Stitch a prepared chunk onto the command at `now`, or count a rejection (also one found
+        before a chunk existed, e.g. an undecodable message: every rejection is counted here)."""
+        if isinstance(prepared, Rejected):
+            return self._reject(prepared)
+        chunk = prepared.chunk
+        # checks that depend on what happened since `prepare` (time passing, newer chunks, instructions)
+        rejection = self._check_order_and_instruction(chunk, now)
+        if rejection is not None:
+            return self._reject(rejection)
+        if prepared.times[-1] <= now:
+            return self._reject(Rejected(STALE, f"all {chunk.horizon} actions elapsed before the chunk could start"))
+        plan = self._current_plan(now)
+        position, velocity, _ = plan.state(now)
+        spline = HermiteSpline.through(prepared.times, prepared.targets)
+        new_position, new_velocity = spline.evaluate(now)
+        duration = blend_duration(position - new_position, velocity - new_velocity, self._blend_acceleration,
+                                  self._blend_velocity, self.config.blend_time, self.config.max_blend_time)
+        blend = Blend(now, duration, position - new_position, velocity - new_velocity)
+        end_position, end_velocity = spline.evaluate(spline.end)
+        end_correction, end_correction_rate = blend.evaluate(spline.end)
+        stop = StopProfile.from_state(spline.end, end_position + end_correction, end_velocity + end_correction_rate,
+                                      self._stop_deceleration)
+        self._plan = _Plan(stop, spline, blend, chunk)
+        skipped = int(np.count_nonzero(prepared.times <= now))
+        self.counters.accepted += 1
+        self.counters.skipped_actions += skipped
+        return Accepted(skipped, duration)
+
+    # ---------------------------------------------------------------- output
+
+    def step(self, now: float) -> Command | None:
+        """The command for time `now`; None until a joint state has been measured."""
+        if self._plan is None and self.history.latest() is None:
+            return None
+        position, velocity, source = self._current_plan(now).state(now)
+        if source == "hold" and self._last_source in ("chunk", "blend"):
+            self.counters.holds += 1
+        self._last_source = source
+        self.counters.ticks[source] += 1
+        return Command(now, position, velocity, source)
+
+    @property
+    def running_chunk(self) -> Chunk | None:
+        return self._plan.chunk if self._plan is not None else None
+
+    # ---------------------------------------------------------------- internals
+
+    def _current_plan(self, now: float) -> _Plan:
+        """The plan being followed; the first one holds the first measured position at rest."""
+        if self._plan is None:
+            _, measured = self.history.latest()
+            measured = np.clip(measured, self._lower, self._upper)
+            self._plan = _Plan(StopProfile(now, measured, np.zeros_like(measured), 0.0))
+        return self._plan
+
+    def _reject(self, rejection: Rejected) -> Rejected:
+        self.counters.rejected[rejection.reason] += 1
+        self.last_rejection = rejection
+        return rejection
+
+    def _validate(self, chunk: Chunk, now: float) -> Rejected | None:
+        if self.history.latest() is None:
+            return Rejected(NOT_READY, "no joint state has been measured yet")
+        if chunk.action_space == JOINT_POSITION:
+            expected = list(self.joint_names)
+            if chunk.actions.shape[1] != len(expected):
+                return Rejected(WRONG_DIMENSIONS, f"joint_position chunk has {chunk.actions.shape[1]} dimensions, "
+                                                  f"the robot has {len(expected)} command joints")
+            if sorted(chunk.action_names) != sorted(expected):
+                unknown = sorted(set(chunk.action_names) - set(expected))
+                missing = sorted(set(expected) - set(chunk.action_names))
+                return Rejected(WRONG_NAMES, f"joint names do not match the command joints (unknown {unknown}, "
+                                             f"missing {missing})")
+        elif chunk.action_space == EE_RELATIVE:
+            if chunk.actions.shape[1] != aspace.WALL_OSS_DIM:
+                return Rejected(WRONG_DIMENSIONS, f"{EE_RELATIVE} chunk has {chunk.actions.shape[1]} dimensions, "
+                                                  f"expected {aspace.WALL_OSS_DIM}")
+            if list(chunk.action_names) != aspace.wall_oss_names(relative=True):
+                return Rejected(WRONG_NAMES, f"{EE_RELATIVE} chunk names are not the Wall-OSS relative action names")
+        else:
+            return Rejected(UNKNOWN_ACTION_SPACE, f"action space {chunk.action_space!r} is not one of "
+                                                  f"{[JOINT_POSITION, EE_RELATIVE]}")
+        if chunk.horizon == 0:
+            return Rejected(WRONG_DIMENSIONS, "chunk has no actions")
+        if not np.all(np.isfinite(chunk.actions)):
+            return Rejected(NON_FINITE, "chunk contains NaN or infinite values")
+        if not (np.isfinite(chunk.stamp) and np.isfinite(chunk.first_action_offset) and np.isfinite(chunk.dt)):
+            return Rejected(BAD_TIMING, "chunk stamp, time step or first action offset is not finite")
+        if chunk.stamp > now + self.config.max_future_stamp:
+            return Rejected(FUTURE_STAMP, f"observation stamp is {chunk.stamp - now:.3f} s ahead of the clock")
+        if chunk.stamp < now - self.config.max_chunk_age:
+            return Rejected(STALE, f"observation is {now - chunk.stamp:.3f} s old (max_chunk_age "
+                                   f"{self.config.max_chunk_age} s)")
+        if chunk.action_times()[-1] <= now:
+            return Rejected(STALE, f"all {chunk.horizon} actions elapsed during inference")
+        return self._check_order_and_instruction(chunk, now)
+
+    def _check_order_and_instruction(self, chunk: Chunk, now: float) -> Rejected | None:
+        running = self.running_chunk
+        if running is not None and chunk.stamp <= running.stamp:
+            return Rejected(REORDERED, f"stamp {chunk.stamp:.6f} is not newer than the running chunk's "
+                                       f"{running.stamp:.6f}")
+        if self.instruction == "":
+            return Rejected(PAUSED, "instruction is empty (paused)")
+        if self.instruction is not None and chunk.instruction != self.instruction:
+            return Rejected(INSTRUCTION_MISMATCH, f"chunk was computed for {chunk.instruction!r}, the current "
+                                                  f"instruction is {self.instruction!r}")
+        return None
+
+    def _ee_to_joints(self, chunk: Chunk) -> np.ndarray | Rejected:
+        """Relative EE actions → joint targets: reference poses by FK of the state at the stamp, IK per
+        action seeded with the previous action's solution."""
+        reference = self.history.at(chunk.stamp, self.config.max_reference_gap)
+        if reference is None:
+            return Rejected(NO_REFERENCE_STATE, f"no joint state measured within {self.config.max_reference_gap} s "
+                                                f"of the chunk stamp {chunk.stamp:.6f}")
+        try:
+            poses, grippers = aspace.relative_actions_to_poses(chunk.actions, self.kinematics.ee_poses(reference))
+        except ValueError as error:  # degenerate 6D rotation
+            return Rejected(NON_FINITE, f"chunk rotation cannot be decoded: {error}")
+        targets = np.empty((chunk.horizon, len(self.joint_names)))
+        solution = reference.copy()
+        for k in range(chunk.horizon):
+            for arm in aspace.ARMS:
+                result = self.kinematics.solve_ik(arm, poses[arm][k], solution)
+                if (result.position_error > self.config.ik_max_position_error
+                        or result.rotation_error > self.config.ik_max_rotation_error):
+                    return Rejected(IK_FAILED, f"action {k}: {arm} end-effector target unreachable (position error "
+                                               f"{result.position_error * 1000:.1f} mm, rotation error "
+                                               f"{result.rotation_error:.3f} rad)")
+                solution = result.positions
+                solution[self.kinematics.gripper_index(arm)] = grippers[arm][k]
+            targets[k] = solution
+        return targets

@@ -1,0 +1,2 @@
+"""Simulation: the kinematic bimanual arm with its OpenCV renderer and the scripted demonstration.
+May import: robot, policy, backends.replay. Never evaluation or cli."""

@@ -1,0 +1,24 @@
+"""The graph's topic names, ROS-free, so that nodes, launch files, evaluation and export agree on one contract.
+
+Node topics are relative to the graph namespace (`/wall_oss` by default); joint states are global,
+as robot drivers and `joint_state_broadcaster` publish them. QoS lives with the nodes
+(`wall_oss_ros.graph`), since it is a ROS concept.
+"""
+from __future__ import annotations
+
+NAMESPACE = "wall_oss"
+JOINT_STATES = "/joint_states"
+ACTION_CHUNK = "action_chunk"
+INSTRUCTION = "instruction"
+CANDIDATE_COMMAND = "candidate_command"
+SAFETY_STATUS = "safety_status"
+ESTOP = "estop"
+MARKERS = "markers"
+
+
+def qualified(name: str, namespace: str = NAMESPACE) -> str:
+    """`/namespace/name` for a node topic (`/name` with an empty namespace); absolute names pass through."""
+    if name.startswith("/"):
+        return name
+    namespace = namespace.strip("/")
+    return f"/{namespace}/{name}" if namespace else f"/{name}"
