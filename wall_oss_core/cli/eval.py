@@ -22,6 +22,9 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=0, help="flow-noise seed for a checkpoint")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--ablate", choices=("cameras",), default=None,
+                        help="cameras: also re-predict with each camera replaced by noise / a constant frame and "
+                             "report how far the chunks move (does the policy look?)")
 
 
 def run(args) -> int:
@@ -33,7 +36,7 @@ def run(args) -> int:
     try:
         config = EvaluationConfig(instants=args.instants, period=args.period, ground_truth=args.ground_truth,
                                   namespace=args.namespace, max_instants=args.max_instants,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, ablate_cameras=args.ablate == "cameras")
         if args.checkpoint:
             from wall_oss_core.backends.wall_oss import WallOssPolicy, WallOssPolicyConfig
             policy = WallOssPolicy(WallOssPolicyConfig(checkpoint_dir=args.checkpoint, seed=args.seed,
@@ -50,6 +53,11 @@ def run(args) -> int:
                "overall_mae": metrics["overall"]["mae"],
                "ee_position_error_mm_mean": {arm: v["position_error_mm"].get("mean")
                                              for arm, v in metrics["end_effector"].items()}}
+    if "camera_ablation" in metrics:
+        ablation = metrics["camera_ablation"]
+        summary["camera_ablation_ratio_to_floor"] = {
+            camera: {name: values.get("ratio_to_floor", values.get("mean")) for name, values in by_ablation.items()}
+            for camera, by_ablation in ablation["cameras"].items()}
     print(json.dumps(summary, indent=2))
     for name, path in result.outputs.items():
         print(f"{name}: {path}")

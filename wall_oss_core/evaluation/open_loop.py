@@ -48,6 +48,7 @@ from wall_oss_core.data.bag_observations import (
     joint_trajectory_from_messages,
 )
 from wall_oss_core.data.bag_reader import BagError, BagReader
+from wall_oss_core.evaluation.ablation import CameraAblation
 from wall_oss_core.policy import action_space as aspace
 from wall_oss_core.policy.interface import Chunk, Observation, Policy, PolicyError, chunk_from_message
 from wall_oss_core.policy.observation import AssemblyLimits, ObservationAssembler, Unavailable
@@ -80,6 +81,7 @@ class EvaluationConfig:
     lookahead: float = 0.5
     max_instants: int | None = None
     gripper_threshold: float | None = None  # opening [m] separating closed/open; None: mid of the range
+    ablate_cameras: bool = False  # also measure how far each camera's ablation moves the chunk (ablation.py)
     progress: bool = True
 
     def __post_init__(self):
@@ -353,8 +355,9 @@ class Evaluator:
             truth_source = self._truth_source(recorded)
             instants = self._instants(reader, recorded, cameras, trajectory)
             comparison = ChunkComparison(self.kinematics, config.gripper_threshold)
+            ablation = CameraAblation([c.name for c in self.robot.cameras]) if config.ablate_cameras else None
             predicted = self._run(reader, instants, cameras, instruction_topic, trajectory, recorded, truth_source,
-                                  comparison, skipped_inputs)
+                                  comparison, skipped_inputs, ablation)
             warnings = list(reader.warnings)
             bytes_read = reader.bytes_read
         metrics = comparison.metrics()
@@ -366,6 +369,8 @@ class Evaluator:
         metrics["bag_warnings"] = warnings
         metrics["bag_bytes_read"] = bytes_read
         metrics["config"] = {k: v for k, v in asdict(config).items() if k != "assembly"}
+        if ablation is not None:
+            metrics["camera_ablation"] = ablation.metrics()
         recorded_ee = self._recorded_ee(trajectory)
         result = EvaluationResult(metrics, comparison, predicted, recorded_ee)
         if out_dir is not None:
@@ -414,7 +419,7 @@ class Evaluator:
         return instants[:self.config.max_instants] if self.config.max_instants else instants
 
     def _run(self, reader, instants, cameras, instruction_topic, trajectory, recorded, truth_source,
-             comparison, rejections) -> list[Chunk]:
+             comparison, rejections, ablation: CameraAblation | None = None) -> list[Chunk]:
         assembler = ObservationAssembler(self.kinematics, self.config.assembly)
         topics = list(cameras.values()) + [self.config.joint_states_topic, instruction_topic]
         feeder = BagObservationFeeder(reader.messages(topics), assembler, cameras, self.config.joint_states_topic,
@@ -434,6 +439,8 @@ class Evaluator:
                 comparison.skip(f"policy error: {_reason(error)}")
                 continue
             predicted_chunks.append(chunk)
+            if ablation is not None:
+                ablation.add(self.policy, observation, chunk)
             self._compare(chunk, observation, trajectory, recorded, recorded_stamps, truth_source, comparison)
         return predicted_chunks
 

@@ -102,6 +102,22 @@ def _format(value) -> str:
     return html.escape(str(value))
 
 
+def _ablation_rows(ablation: dict | None) -> list[str]:
+    """Per camera and ablation: mean chunk shift and its ratio to the sampling floor (ablation.py)."""
+    if not ablation:
+        return []
+    floor = ablation["sampling_floor"].get("mean")
+    rows = [f"<h2>Camera ablation</h2><p>How far the predicted chunk moves [mean |Δaction|] when one camera's frame "
+            f"is replaced; sampling floor (same input, new noise) {_format(floor)}. A ratio near 1 means the policy "
+            f"ignores that camera.</p><table><tr><th>camera</th><th>ablation</th><th>mean shift</th>"
+            f"<th>ratio to floor</th></tr>"]
+    for camera, by_ablation in ablation["cameras"].items():
+        for name, summary in by_ablation.items():
+            rows.append(f"<tr><td>{html.escape(camera)}</td><td>{html.escape(name)}</td>"
+                        f"<td>{_format(summary.get('mean'))}</td><td>{_format(summary.get('ratio_to_floor'))}</td></tr>")
+    return rows + ["</table>"]
+
+
 def write_html_report(metrics: dict, plots: list[Path], path: Path) -> Path:
     """A self-contained page (plots referenced relative to it) summarizing the metrics."""
     coverage = metrics["coverage"]
@@ -131,7 +147,9 @@ def write_html_report(metrics: dict, plots: list[Path], path: Path) -> Path:
     for name, values in metrics["per_dimension"].items():
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{_format(values['mae'])}</td>"
                     f"<td>{_format(values['rmse'])}</td></tr>")
-    rows.append("</table><h2>Plots</h2>")
+    rows.append("</table>")
+    rows += _ablation_rows(metrics.get("camera_ablation"))
+    rows.append("<h2>Plots</h2>")
     for plot in plots:
         rows.append(f'<p><img src="{html.escape(plot.relative_to(path.parent).as_posix())}" '
                     f'alt="{html.escape(plot.stem)}"></p>')
