@@ -1,0 +1,65 @@
+"""Closed-loop results: per-task progress with a 95% interval, success rates, videos a browser can play, a report."""
+import json
+
+import av
+import numpy as np
+import pytest
+
+from wall_oss_core.evaluation.closed_loop import EpisodeResult, interval95, summarize, write_report, write_video
+
+
+def _episode(task, progress, seed=0, success=None, **extra):
+    return EpisodeResult(task=task, seed=seed, instruction=f"do {task}", progress=progress,
+                         success=progress >= 100 if success is None else success, duration_s=10.0, **extra)
+
+
+def test_interval_matches_the_t_distribution_by_hand():
+    # n = 4, mean 50, sample sd = sqrt(((−30)² + (−10)² + 10² + 30²)/3) = sqrt(2000/3); t(0.975, 3) = 3.182446
+    low, high = interval95([20, 40, 60, 80])
+    half = 3.182446 * np.sqrt(2000 / 3) / 2
+    assert low == pytest.approx(50 - half, rel=1e-5) and high == pytest.approx(50 + half, rel=1e-5)
+    assert interval95([70.0]) == (70.0, 70.0)
+
+
+def test_summary_per_task_and_overall():
+    episodes = [_episode("transfer_cube", 100, time_to_success_s=6.0, chunk_latency_s=[0.1, 0.3],
+                         safety_events={"LIMITING": 2}),
+                _episode("transfer_cube", 50, seed=1, safety_events={"LIMITING": 1, "HOLD": 1}),
+                _episode("insertion", 25, error="policy died", rejections={"joint_state:nan": 3})]
+    metrics = summarize(episodes)
+    assert metrics["task_progress"] == pytest.approx(175 / 3)
+    assert metrics["success_rate"] == pytest.approx(1 / 3)
+    cube = metrics["tasks"]["transfer_cube"]
+    assert cube["progress_mean"] == 75 and cube["success_rate"] == 0.5 and cube["time_to_success_s_mean"] == 6.0
+    assert cube["safety_events"] == {"LIMITING": 3, "HOLD": 1}
+    assert cube["chunk_latency_s"]["count"] == 2 and cube["chunk_latency_s"]["max"] == 0.3
+    insertion = metrics["tasks"]["insertion"]
+    assert insertion["failed_episodes"] == 1 and insertion["rejections"] == {"joint_state:nan": 3}
+    assert insertion["time_to_success_s_mean"] is None
+    json.dumps(metrics)  # metrics.json must serialize
+    with pytest.raises(ValueError, match="no episodes"):
+        summarize([])
+
+
+@pytest.mark.parametrize("progress", [-1.0, 100.5, float("nan")])
+def test_progress_outside_0_100_is_refused(progress):
+    with pytest.raises(ValueError, match="0–100"):
+        _episode("transfer_cube", progress)
+
+
+def test_video_decodes_back_to_the_frames_and_the_report_links_it(tmp_path):
+    frames = [np.full((48, 63, 3), 10 * i, dtype=np.uint8) for i in range(12)]  # odd width is cropped to even
+    video = write_video(frames, tmp_path / "videos" / "episode_0.mp4", fps=10)
+    with av.open(str(video)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 12 and decoded[0].shape == (48, 62, 3)
+    assert abs(float(decoded[7].mean()) - 70) < 3  # lossy, but the right frame in the right place
+    with open(video, "rb") as handle:  # faststart: the moov atom comes before the media data
+        head = handle.read(4096)
+    assert head.find(b"moov") != -1 and (head.find(b"mdat") == -1 or head.find(b"moov") < head.find(b"mdat"))
+    metrics = summarize([_episode("transfer_cube", 100, video=str(video), time_to_success_s=3.0)])
+    page = write_report(metrics, tmp_path).read_text()
+    assert "videos/episode_0.mp4" in page and "task progress 100.0" in page
+    assert (tmp_path / "plots" / "task_progress.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="no frames"):
+        write_video([], tmp_path / "empty.mp4", fps=10)
