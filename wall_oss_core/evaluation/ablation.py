@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from wall_oss_core.evaluation.statistics import summary_statistics
 from wall_oss_core.policy.interface import Chunk, Observation, Policy
 
 ABLATIONS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
@@ -31,14 +32,6 @@ def chunk_shift(a: Chunk, b: Chunk) -> float:
     if a.actions.shape != b.actions.shape:
         raise ValueError(f"chunks of different shapes {a.actions.shape} and {b.actions.shape} cannot be compared")
     return float(np.mean(np.abs(a.actions - b.actions)))
-
-
-def _summary(values: list[float]) -> dict:
-    if not values:
-        return {"count": 0}
-    array = np.asarray(values)
-    return {"count": len(values), "mean": float(array.mean()), "median": float(np.median(array)),
-            "p95": float(np.percentile(array, 95)), "max": float(array.max())}
 
 
 @dataclass
@@ -73,12 +66,12 @@ class CameraAblation:
             self.shifts[camera][name].append(value)
 
     def metrics(self) -> dict:
-        floor = _summary(self.floor)
+        floor = summary_statistics(self.floor)
         result = {"sampling_floor": floor, "failed_instants": self.failures, "cameras": {}}
         for camera, by_ablation in self.shifts.items():
             result["cameras"][camera] = {}
             for name, values in by_ablation.items():
-                summary = _summary(values)
+                summary = summary_statistics(values)
                 if values and floor.get("mean", 0.0) > 0:
                     summary["ratio_to_floor"] = summary["mean"] / floor["mean"]
                 result["cameras"][camera][name] = summary

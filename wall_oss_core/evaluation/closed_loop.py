@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wall_oss_core.evaluation.statistics import summary_statistics
+
 
 @dataclass
 class EpisodeResult:
@@ -53,14 +55,6 @@ def interval95(values: Sequence[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
-def _latency_summary(values: list[float]) -> dict:
-    if not values:
-        return {"count": 0}
-    array = np.asarray(values)
-    return {"count": len(values), "mean": float(array.mean()), "p50": float(np.median(array)),
-            "p95": float(np.percentile(array, 95)), "max": float(array.max())}
-
-
 def summarize(episodes: Sequence[EpisodeResult]) -> dict:
     """metrics.json content: per task and overall."""
     if not episodes:
@@ -81,7 +75,7 @@ def summarize(episodes: Sequence[EpisodeResult]) -> dict:
             "episodes": len(runs), "progress_mean": float(np.mean(progress)), "progress_ci95": [low, high],
             "success_rate": sum(r.success for r in runs) / len(runs),
             "time_to_success_s_mean": float(np.mean(successes)) if successes else None,
-            "chunk_latency_s": _latency_summary([v for r in runs for v in r.chunk_latency_s]),
+            "chunk_latency_s": summary_statistics([v for r in runs for v in r.chunk_latency_s]),
             "safety_events": dict(safety), "rejections": dict(rejections),
             "failed_episodes": sum(r.error is not None for r in runs),
         }
@@ -147,7 +141,7 @@ def write_report(metrics: dict, out_dir: Path, title: str = "Closed-loop evaluat
     out_dir = Path(out_dir)
     plot = write_progress_plot(metrics, out_dir / "plots" / "task_progress.png")
     rows = ["<table><tr><th>task</th><th>episodes</th><th>progress mean [95% CI]</th><th>success rate</th>"
-            "<th>time to success [s]</th><th>chunk latency p50 / p95 [s]</th><th>safety events</th></tr>"]
+            "<th>time to success [s]</th><th>chunk latency median / p95 [s]</th><th>safety events</th></tr>"]
     for task, values in metrics["tasks"].items():
         low, high = values["progress_ci95"]
         latency = values["chunk_latency_s"]
@@ -155,7 +149,7 @@ def write_report(metrics: dict, out_dir: Path, title: str = "Closed-loop evaluat
         rows.append(f"<tr><td>{html.escape(task)}</td><td>{values['episodes']}</td>"
                     f"<td>{values['progress_mean']:.1f} [{low:.1f}, {high:.1f}]</td>"
                     f"<td>{100 * values['success_rate']:.0f}%</td><td>{'–' if tts is None else f'{tts:.1f}'}</td>"
-                    f"<td>{latency.get('p50', float('nan')):.3f} / {latency.get('p95', float('nan')):.3f}</td>"
+                    f"<td>{latency.get('median', float('nan')):.3f} / {latency.get('p95', float('nan')):.3f}</td>"
                     f"<td>{html.escape(json.dumps(values['safety_events']))}</td></tr>")
     rows.append("</table><h2>Episodes</h2>")
     for episode in metrics["episode_results"]:

@@ -49,6 +49,7 @@ from wall_oss_core.data.bag_observations import (
 )
 from wall_oss_core.data.bag_reader import BagError, BagReader
 from wall_oss_core.evaluation.ablation import CameraAblation
+from wall_oss_core.evaluation.statistics import summary_statistics
 from wall_oss_core.policy import action_space as aspace
 from wall_oss_core.policy.interface import Chunk, Observation, Policy, PolicyError, chunk_from_message
 from wall_oss_core.policy.observation import AssemblyLimits, ObservationAssembler, Unavailable
@@ -153,14 +154,6 @@ def rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # --- metric accumulation -------------------------------------------------------------------------
-def _summary(values: list[float] | np.ndarray) -> dict:
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return {"count": 0}
-    return {"count": int(values.size), "mean": float(values.mean()), "median": float(np.median(values)),
-            "p95": float(np.percentile(values, 95)), "max": float(values.max())}
-
-
 def gripper_events(times: np.ndarray, openings: np.ndarray, threshold: float) -> list[tuple[float, str]]:
     """(time, "open"|"close") at every crossing of `threshold`, the time linearly interpolated."""
     events = []
@@ -278,8 +271,8 @@ class ChunkComparison:
         for arm in self.arms:
             steps = self.position_by_step[arm]
             end_effector[arm] = {
-                "position_error_mm": _summary(self.position_mm[arm]),
-                "rotation_error_deg": _summary(self.rotation_deg[arm]),
+                "position_error_mm": summary_statistics(self.position_mm[arm]),
+                "rotation_error_deg": summary_statistics(self.rotation_deg[arm]),
                 "position_error_mm_by_step": [float(np.mean(steps[k])) for k in sorted(steps)],
             }
         evaluated = self.coverage.get("evaluated", 0)
@@ -310,7 +303,7 @@ class ChunkComparison:
             errors, missed, extra = match_events(predicted, recorded, max_gap=max(span, 1.0))
             result[arm] = {"recorded_events": len(recorded), "predicted_events": len(predicted),
                            "matched": len(errors), "missed": missed, "extra": extra,
-                           "timing_error_s": _summary(np.abs(errors)),
+                           "timing_error_s": summary_statistics(np.abs(errors)),
                            "mean_signed_error_s": float(np.mean(errors)) if errors else None}
         return result
 
