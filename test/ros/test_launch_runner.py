@@ -103,6 +103,48 @@ def test_empty_and_text_values_stay_strings(tmp_path):
         plan.cleanup()
 
 
+def test_declared_parameter_types_convert_the_substituted_text(tmp_path):
+    (tmp_path / "doc.txt").write_text("robot: {name: a}\n")
+    path = _write(tmp_path, """
+        launch:
+        - node:
+            pkg: wall_oss
+            exec: sim_arm_node
+            param:
+            - {name: description, value: "$(command 'cat $(dirname)/doc.txt')", type: str}
+            - {name: number_text, value: "15", type: str}
+            - {name: rate, value: "15", type: float}
+            - {name: flag, value: "True", type: bool}
+        """)
+    plan = plan_launch(path)
+    try:
+        values = yaml.safe_load(_params_files(plan.node("sim_arm_node").command)[0].read_text())
+        assert values["/**"]["ros__parameters"] == {"description": "robot: {name: a}\n", "number_text": "15",
+                                                    "rate": 15.0, "flag": True}
+    finally:
+        plan.cleanup()
+    bad = _write(tmp_path, "launch:\n- node: {pkg: wall_oss, exec: sim_arm_node, param: [{name: a, value: x, type: int}]}\n")
+    with pytest.raises(LaunchError, match="'x' is not a int"):
+        plan_launch(bad)
+
+
+def _param_entries(entities):
+    for entity in entities:
+        body = next(iter(entity.values()))
+        if "node" in entity:
+            yield from body.get("param", [])
+        elif "group" in entity:
+            yield from _param_entries(body)
+
+
+def test_shipped_command_substituted_parameters_are_declared_strings():
+    """launch_ros YAML-parses untyped substituted values, which fails on a URDF's text."""
+    entries = [entry for path in sorted((REPO_ROOT / "launch").glob("*.launch.yaml"))
+               for entry in _param_entries(yaml.safe_load(path.read_text())["launch"])
+               if "$(command" in str(entry.get("value", ""))]
+    assert entries and all(entry.get("type") == "str" for entry in entries)
+
+
 def test_conditions_groups_namespaces_and_includes(tmp_path):
     _write(tmp_path, """
         launch:
