@@ -27,15 +27,10 @@ from wall_oss.msg import ActionChunk
 from wall_oss_core.control import executor as core
 from wall_oss_core.control.executor import ChunkExecutor, ExecutorConfig, PreparedChunk, Rejected
 from wall_oss_core.policy.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, InstructionError, validate_instruction
+from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
-from wall_oss_ros.conversions import (
-    joint_state_to_vector,
-    msg_to_chunk,
-    seconds_to_stamp,
-    stamp_to_seconds,
-    vector_to_joint_state,
-)
+from wall_oss_ros.conversions import merge_joint_state, msg_to_chunk, seconds_to_stamp, vector_to_joint_state
 from wall_oss_ros.node_runtime import diagnostic_array, run_node
 
 CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -169,6 +164,7 @@ class ChunkExecutorNode(Node):
         robot = load_robot_config(self.params.robot_config or default_config_path())
         self.core = ChunkExecutor(BimanualKinematics(robot), self.params.executor)
         self.joint_names = robot.command_joints
+        self.joint_states = JointStateMerger(self.joint_names)
         self.joint_states_rejected = 0
         self.instructions_rejected = 0
         self._last_command = None
@@ -189,11 +185,12 @@ class ChunkExecutorNode(Node):
 
     # ------------------------------------------------------------------------------------- inputs
     def _on_joint_state(self, msg: JointState):
-        stamp = stamp_to_seconds(msg.header.stamp)
         try:
-            positions, _ = joint_state_to_vector(msg, self.joint_names)
+            merged = merge_joint_state(self.joint_states, msg, self._now())
+            if merged is None:
+                return
             first = self.core.history.latest() is None
-            self.core.on_joint_state(stamp if stamp > 0 else self._now(), positions)
+            self.core.on_joint_state(merged[1], merged[0])
         except ValueError as error:
             self.joint_states_rejected += 1
             self.get_logger().warning(f"ignoring joint state ({self.joint_states_rejected} so far): {error}",

@@ -27,9 +27,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from wall_oss.msg import SafetyStatus
 
 from wall_oss_core.control.safety import SafetyConfig, SafetyOutput, SafetyState, SafetySupervisor
+from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
-from wall_oss_ros.conversions import joint_state_to_vector, stamp_to_seconds
+from wall_oss_ros.conversions import joint_state_to_vector, merge_joint_state, stamp_to_seconds
 from wall_oss_ros.node_runtime import diagnostic_array, run_node
 
 _DIAGNOSTIC_LEVEL = {
@@ -113,6 +114,7 @@ class SafetySupervisorNode(Node):
         kinematics = BimanualKinematics(robot)
         self.supervisor = SafetySupervisor(kinematics, self.safety_config)
         self.joint_names = robot.command_joints
+        self.joint_states = JointStateMerger(self.joint_names)
         self.trajectory_mode = robot.controller_interface == "joint_trajectory"
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -151,9 +153,11 @@ class SafetySupervisorNode(Node):
 
     # ------------------------------------------------------------------------------------- inputs
     def _on_joint_state(self, msg: JointState):
+        now = self._now()
         try:
-            positions, _ = joint_state_to_vector(msg, self.joint_names)
-            self.supervisor.on_joint_state(self._now(), positions)
+            merged = merge_joint_state(self.joint_states, msg, now)
+            if merged is not None:
+                self.supervisor.on_joint_state(now, merged[0])
         except ValueError as error:
             self.get_logger().warning(f"ignoring joint state: {error}", throttle_duration_sec=1.0)
 
