@@ -52,6 +52,7 @@ class SupervisorNodeParams:
     status_rate: float
     diagnostics_period: float
     trajectory_time_from_start: float
+    trajectory_velocities: bool
     joint_states_topic: str
 
 
@@ -86,6 +87,10 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
         trajectory_time_from_start=declare("trajectory_time_from_start", 0.01, "time_from_start of the single "
                                            "JointTrajectory point (joint_trajectory controllers) [s]",
                                            floating_point_range=_float_range(0.0005, 1.0)),
+        trajectory_velocities=declare("trajectory_velocities", False, "also send the JointTrajectory point's "
+                                      "velocities; a stock joint_trajectory_controller then needs "
+                                      "allow_nonzero_velocity_at_trajectory_end: true (default false), or it "
+                                      "rejects every command while the arm moves"),
         joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
     )
     if not params.joint_states_topic:
@@ -218,9 +223,11 @@ class SafetySupervisorNode(Node):
             if self.trajectory_mode:
                 msg = JointTrajectory()  # header.stamp 0: start now
                 msg.joint_names = list(controller.joints)
-                msg.points = [JointTrajectoryPoint(positions=array.array("d", values.tobytes()),
-                                                   velocities=array.array("d", velocities[controller.indices].tobytes()),
-                                                   time_from_start=self._time_from_start)]
+                point = JointTrajectoryPoint(positions=array.array("d", values.tobytes()),
+                                             time_from_start=self._time_from_start)
+                if self.params.trajectory_velocities:
+                    point.velocities = array.array("d", velocities[controller.indices].tobytes())
+                msg.points = [point]
             else:
                 msg = Float64MultiArray(data=array.array("d", values.tobytes()))
             controller.publisher.publish(msg)

@@ -173,30 +173,35 @@ def test_estop_latches_holds_and_resets_only_with_fresh_inputs(node_processes, r
     rig.wait(lambda: _state(rig) == "ESTOP" and rig.status().estop_count == 2, "e-stop by service")
 
 
-def test_joint_trajectory_interface(node_processes, ros_node, tmp_path):
+@pytest.mark.parametrize("velocities", [False, True])
+def test_joint_trajectory_interface(node_processes, ros_node, tmp_path, velocities):
+    """By default the one-point trajectory has positions only: a stock joint_trajectory_controller
+    (allow_nonzero_velocity_at_trajectory_end: false) rejects a point with a non-zero end velocity."""
     config = tmp_path / "robot.yaml"
     config.write_text(ROBOT_CONFIG.read_text()
                       .replace("../urdf/", str(ROBOT_CONFIG.parent.parent / "urdf") + "/")
                       .replace("controller_interface: forward_command", "controller_interface: joint_trajectory"))
     node_processes(MODULE, *NAMESPACE, params={**PARAMS, "robot_config": str(config),
-                                               "trajectory_time_from_start": 0.02})
+                                               "trajectory_time_from_start": 0.02, "trajectory_velocities": velocities})
     rig = Rig(ros_node, trajectory=True)
     target = HOME.copy()
     target[YAW] -= 0.2
     rig.candidate = lambda t: (target, np.zeros_like(target))
     rig.wait(lambda: len(rig.commands["left_arm_controller"]) > 0
              and abs(rig.arm_positions()[-1][YAW] - target[YAW]) < 1e-9
-             and rig.commands["left_arm_controller"][-1].points[0].velocities[YAW] == 0.0,
+             and (not velocities or rig.commands["left_arm_controller"][-1].points[0].velocities[YAW] == 0.0),
              "trajectory commands reaching the candidate and stopping there")
     message = rig.commands["left_arm_controller"][-1]
     assert list(message.joint_names) == list(ROBOT.arm("left").joints) and len(message.points) == 1
     point = message.points[0]
-    assert len(point.velocities) == 6
     assert point.time_from_start.sec == 0 and point.time_from_start.nanosec == 20_000_000
     gripper = rig.commands["right_gripper_controller"][-1]
     assert list(gripper.joint_names) == ["right_gripper_joint"] and len(gripper.points[0].positions) == 1
-    moving = [m.points[0].velocities[YAW] for m in rig.commands["left_arm_controller"]]
-    assert min(moving) < -0.1  # velocities carry the motion towards the target
+    if velocities:
+        moving = [m.points[0].velocities[YAW] for m in rig.commands["left_arm_controller"]]
+        assert min(moving) < -0.1  # velocities carry the motion towards the target
+    else:
+        assert all(len(m.points[0].velocities) == 0 for c in rig.commands.values() for m in c)
     assert_within_limits(rig.arm_positions())
 
 
