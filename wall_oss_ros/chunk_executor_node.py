@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from wall_oss.msg import ActionChunk
@@ -31,11 +31,9 @@ from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_ros.conversions import merge_joint_state, msg_to_chunk, seconds_to_stamp, vector_to_joint_state
-from wall_oss_ros.node_runtime import diagnostic_array, run_node
+from wall_oss_ros.node_runtime import diagnostic_array, run_node, subscribe_instructions
 
 CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 JOINT_STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches reliable publishers too
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # The IK worker holds the GIL in long pure-Python stretches; switching threads every 0.5 ms (default 5 ms)
@@ -174,7 +172,7 @@ class ChunkExecutorNode(Node):
         self.worker = _ChunkWorker(self.core, self._now, self._superseded)
         self.create_subscription(ActionChunk, "action_chunk", self.worker.submit, CHUNK_QOS)
         self.create_subscription(JointState, self.params.joint_state_topic, self._on_joint_state, JOINT_STATE_QOS)
-        self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
+        subscribe_instructions(self, self._on_instruction)
         self.create_timer(1.0 / self.params.rate_hz, self._tick)
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(f"commanding {len(self.joint_names)} joints at {self.params.rate_hz:g} Hz on "

@@ -25,7 +25,11 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import String
+
+from wall_oss_core.policy.instruction import InstructionDeliveries
 
 Params = TypeVar("Params")
 STARTUP_ERROR_EXIT = 2
@@ -70,6 +74,18 @@ def run_node(make_node: Callable[[], Node], name: str, args=None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def subscribe_instructions(node: Node, callback: Callable[[String], None], topic: str = "instruction") -> None:
+    """Instructions from latched (transient-local) and plain (volatile, e.g. `ros2 topic pub`) publishers
+    alike: one subscription of each durability, each message passed to `callback` in order (see
+    InstructionDeliveries for which subscription counts when)."""
+    deliveries = InstructionDeliveries()
+    for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
+        latched = durability == DurabilityPolicy.TRANSIENT_LOCAL
+        node.create_subscription(
+            String, topic, lambda msg, latched=latched: callback(msg) if deliveries.accept(latched) else None,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
 
 
 def diagnostic_array(node: Node, status_name: str, level: bytes, message: str, values) -> DiagnosticArray:
