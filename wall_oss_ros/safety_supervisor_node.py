@@ -30,6 +30,7 @@ from wall_oss_core.control.safety import SafetyConfig, SafetyOutput, SafetyState
 from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
+from wall_oss_ros.controller_joints import ControllerJointsCheck
 from wall_oss_ros.conversions import joint_state_to_vector, merge_joint_state, stamp_to_seconds
 from wall_oss_ros.node_runtime import diagnostic_array, run_node
 
@@ -53,6 +54,7 @@ class SupervisorNodeParams:
     diagnostics_period: float
     trajectory_time_from_start: float
     trajectory_velocities: bool
+    verify_controller_joints: bool
     joint_states_topic: str
 
 
@@ -91,6 +93,8 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
                                       "velocities; a stock joint_trajectory_controller then needs "
                                       "allow_nonzero_velocity_at_trajectory_end: true (default false), or it "
                                       "rejects every command while the arm moves"),
+        verify_controller_joints=declare("verify_controller_joints", False, "command a controller only after its "
+                                         "joints parameter (ros2_control) matched the robot config's joint order"),
         joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
     )
     if not params.joint_states_topic:
@@ -102,6 +106,7 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
 class _ControllerOutput:
     """One controller: where it listens and which command-vector entries it takes."""
 
+    name: str
     publisher: object
     joints: tuple[str, ...]
     indices: np.ndarray
@@ -130,8 +135,10 @@ class SafetySupervisorNode(Node):
                 message, suffix = (JointTrajectory, "joint_trajectory") if self.trajectory_mode else \
                     (Float64MultiArray, "commands")
                 self.controllers.append(_ControllerOutput(
-                    self.create_publisher(message, f"/{controller}/{suffix}", reliable), tuple(joints),
+                    controller, self.create_publisher(message, f"/{controller}/{suffix}", reliable), tuple(joints),
                     np.array([self.joint_names.index(j) for j in joints])))
+        self.joints_check = ControllerJointsCheck(self, {c.name: c.joints for c in self.controllers}) \
+            if self.params.verify_controller_joints else None
         self.status_publisher = self.create_publisher(SafetyStatus, "safety_status", reliable)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
 
@@ -219,6 +226,8 @@ class SafetySupervisorNode(Node):
 
     def _send(self, positions: np.ndarray, velocities: np.ndarray):
         for controller in self.controllers:
+            if self.joints_check is not None and controller.name not in self.joints_check.passed:
+                continue
             values = positions[controller.indices]
             if self.trajectory_mode:
                 msg = JointTrajectory()  # header.stamp 0: start now

@@ -4,8 +4,10 @@ import math
 
 import numpy as np
 import pytest
+import rclpy
 from conftest import ROBOT_CONFIG, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -203,6 +205,39 @@ def test_joint_trajectory_interface(node_processes, ros_node, tmp_path, velociti
     else:
         assert all(len(m.points[0].velocities) == 0 for c in rig.commands.values() for m in c)
     assert_within_limits(rig.arm_positions())
+
+
+def test_controllers_get_commands_only_when_their_joints_parameter_matches(node_processes, ros_node):
+    """ros2_control controllers take values in their `joints` parameter's order: stand-ins for the four
+    controller nodes, the left arm's with its joints reordered, which must get no command at all."""
+    from rclpy.parameter import Parameter
+
+    context = ros_node.context
+    controllers = []
+    for arm in ROBOT.arms:
+        for name, joints in ((arm.controller, list(arm.joints)), (arm.gripper_controller, [arm.gripper_joint])):
+            if name == "left_arm_controller":
+                joints = joints[1:] + joints[:1]
+            controller = rclpy.create_node(name, context=context,
+                                           parameter_overrides=[Parameter("joints", value=joints)],
+                                           automatically_declare_parameters_from_overrides=True)
+            controllers.append(controller)
+    executor = SingleThreadedExecutor(context=context)
+    for controller in controllers:
+        executor.add_node(controller)
+    try:
+        supervisor = node_processes(MODULE, *NAMESPACE, params={**PARAMS, "verify_controller_joints": True})
+        rig = Rig(ros_node)
+        wait_for(lambda: len(rig.commands["right_arm_controller"]) > 20 and rig.commands["left_gripper_controller"],
+                 20, poll=lambda: (ros_node.spin_briefly(), executor.spin_once(timeout_sec=0.0)),
+                 message="commands to the verified controllers")
+        assert rig.commands["left_arm_controller"] == []
+        assert "controller left_arm_controller has joints ['left_shoulder_lift_joint'" in supervisor.log()
+        assert "(the same joints in another order)" in supervisor.log()
+    finally:
+        executor.shutdown()
+        for controller in controllers:
+            controller.destroy_node()
 
 
 @pytest.mark.parametrize("params, error", [
