@@ -66,7 +66,7 @@ EXECUTOR_PARAMETERS = {
 class ExecutorNodeParams:
     robot_config: str
     rate_hz: float
-    joint_state_topic: str
+    joint_states_topic: str
     diagnostics_period: float
     max_instruction_length: int
     executor: ExecutorConfig
@@ -92,7 +92,7 @@ def declare_parameters(node: Node) -> ExecutorNodeParams:
                              "robot layout YAML (arms, joints, URDF, limits); empty = the package's bimanual.yaml"),
         rate_hz=declare("rate_hz", 200.0, "candidate commands per second (the controller rate) [Hz]",
                         floating_point_range=_float_range(100.0, 500.0)),
-        joint_state_topic=declare("joint_state_topic", "/joint_states", "measured joint states topic"),
+        joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
         diagnostics_period=declare("diagnostics_period", 1.0, "seconds between /diagnostics messages",
                                    floating_point_range=_float_range(0.05, 60.0)),
         max_instruction_length=declare("max_instruction_length", DEFAULT_MAX_INSTRUCTION_LENGTH,
@@ -100,8 +100,8 @@ def declare_parameters(node: Node) -> ExecutorNodeParams:
                                        integer_range=[IntegerRange(from_value=1, to_value=100000, step=1)]),
         executor=ExecutorConfig(**executor_values),
     )
-    if not params.joint_state_topic:
-        raise ValueError("joint_state_topic must not be empty")
+    if not params.joint_states_topic:
+        raise ValueError("joint_states_topic must not be empty")
     return params
 
 
@@ -171,12 +171,12 @@ class ChunkExecutorNode(Node):
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
         self.worker = _ChunkWorker(self.core, self._now, self._superseded)
         self.create_subscription(ActionChunk, "action_chunk", self.worker.submit, CHUNK_QOS)
-        self.create_subscription(JointState, self.params.joint_state_topic, self._on_joint_state, JOINT_STATE_QOS)
+        self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
         subscribe_instructions(self, self._on_instruction)
         self.create_timer(1.0 / self.params.rate_hz, self._tick)
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(f"commanding {len(self.joint_names)} joints at {self.params.rate_hz:g} Hz on "
-                               f"{self.command_publisher.topic_name}; waiting for {self.params.joint_state_topic}")
+                               f"{self.command_publisher.topic_name}; waiting for {self.params.joint_states_topic}")
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

@@ -59,7 +59,7 @@ class PolicyNodeParams:
     action_dt: float = 1.0 / 32.0
     num_threads: int = 0
     image_transport: str = "raw"
-    joint_state_topic: str = "/joint_states"
+    joint_states_topic: str = "/joint_states"
     camera_max_age: float = 0.5
     joint_state_max_age: float = 0.2
     max_clock_skew: float = 0.05
@@ -85,7 +85,7 @@ _DESCRIPTIONS = {
                     IntegerRange(from_value=0, to_value=256)),
     "image_transport": ("raw: sensor_msgs/Image on each camera topic; compressed: CompressedImage on <topic>/compressed",
                         None),
-    "joint_state_topic": ("where joint states arrive", None),
+    "joint_states_topic": ("where joint states arrive", None),
     "camera_max_age": ("a camera frame older than this [s] blocks inference", FloatingPointRange(from_value=0.001, to_value=60.0)),
     "joint_state_max_age": ("a joint state older than this [s] blocks inference",
                             FloatingPointRange(from_value=0.001, to_value=60.0)),
@@ -183,7 +183,7 @@ class PolicyNode(Node):
                 self.create_subscription(CompressedImage, camera.topic + "/compressed",
                                          lambda msg, c=camera.name: self._on_image(c, msg, compressed_msg_to_rgb),
                                          qos_profile_sensor_data)
-        self.create_subscription(JointState, self.params.joint_state_topic, self._on_joint_state, JOINT_STATE_QOS)
+        self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
         subscribe_instructions(self, self._on_instruction)
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
 

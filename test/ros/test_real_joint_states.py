@@ -48,7 +48,7 @@ class Broadcasters:
 
 
 def test_split_nan_velocity_joint_states_drive_the_graph(node_processes, ros_node):
-    node_processes("wall_oss_ros.sim_arm_node", params={"camera_rate_hz": 0.0, "joint_state_topic": "/sim/joint_states"})
+    node_processes("wall_oss_ros.sim_arm_node", params={"camera_rate_hz": 0.0, "joint_states_topic": "/sim/joint_states"})
     node_processes("wall_oss_ros.chunk_executor_node", *NAMESPACE, params={"rate_hz": 100.0})
     supervisor = node_processes("wall_oss_ros.safety_supervisor_node", *NAMESPACE, params={"command_rate": 100.0})
     broadcasters = Broadcasters(ros_node)
