@@ -80,7 +80,7 @@ def declare_parameters(node: Node) -> ExecutorNodeParams:
     """Declare every parameter with a descriptor; rclpy refuses out-of-range values and ExecutorConfig
     refuses inconsistent ones (ValueError), both before the node does anything."""
     def declare(name, default, description, **ranges):
-        return node.declare_parameter(name, default, ParameterDescriptor(description=description, **ranges)).value
+        return node.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True, **ranges)).value
 
     defaults = ExecutorConfig()
     executor_values = {

@@ -65,14 +65,14 @@ class MarkersNode(Node):
     def __init__(self):
         super().__init__("markers")
         self.declare_parameter("robot_config", str(default_config_path()),
-                               ParameterDescriptor(description="robot layout YAML"))
-        self.declare_parameter("publish_rate", 10.0, ParameterDescriptor(
+                               ParameterDescriptor(read_only=True, description="robot layout YAML"))
+        self.declare_parameter("publish_rate", 10.0, ParameterDescriptor(read_only=True,
             description="marker publishing rate [Hz]",
             floating_point_range=[FloatingPointRange(from_value=0.5, to_value=60.0)]))
-        self.declare_parameter("executed_path_length", 300, ParameterDescriptor(
+        self.declare_parameter("executed_path_length", 300, ParameterDescriptor(read_only=True,
             description="joint states kept for the executed path", integer_range=[IntegerRange(from_value=2,
                                                                                                  to_value=100000)]))
-        self.declare_parameter("joint_states_topic", "/joint_states", ParameterDescriptor(description="joint states"))
+        self.declare_parameter("joint_states_topic", "/joint_states", ParameterDescriptor(read_only=True, description="joint states"))
         robot = load_robot_config(self.get_parameter("robot_config").value)
         self.frame_id = robot.base_frame
         self.joint_names = robot.command_joints

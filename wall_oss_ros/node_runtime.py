@@ -132,7 +132,7 @@ def declare_dataclass_parameters(node: Node, params_type: type[Params],
     values = {}
     for field_info in fields(params_type):
         description, value_range = descriptions[field_info.name]
-        descriptor = ParameterDescriptor(description=description)
+        descriptor = ParameterDescriptor(description=description, read_only=True)
         if isinstance(value_range, FloatingPointRange):
             descriptor.floating_point_range = [value_range]
         elif isinstance(value_range, IntegerRange):

@@ -66,7 +66,7 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
     """Declare every parameter with a descriptor and read them; rclpy refuses out-of-range values
     and the SafetyConfig / robot config checks catch the rest (ValueError / ConfigError)."""
     def declare(name, default, description, **ranges):
-        descriptor = ParameterDescriptor(description=description, **ranges)
+        descriptor = ParameterDescriptor(description=description, read_only=True, **ranges)
         return node.declare_parameter(name, default, descriptor).value
 
     params = SupervisorNodeParams(
