@@ -42,10 +42,15 @@ def wait_for(condition, timeout: float, poll=None, interval: float = 0.02, messa
 class NodeProcess:
     """A wall_oss node (or any module) in its own process, with its log kept for failure reports."""
 
-    def __init__(self, module: str, *args: str, name: str | None = None, params: dict | None = None,
+    def __init__(self, module: str | Path, *args: str, name: str | None = None, params: dict | None = None,
                  params_file: Path | None = None, log_dir: Path):
-        self.name = name or module.rsplit(".", 1)[-1]
-        command = [sys.executable, "-m", module, *args, "--ros-args"]
+        """`module` is a module name (run with -m) or the Path of a script (an installed executable)."""
+        if isinstance(module, Path):
+            self.name = name or module.name
+            command = [sys.executable, str(module), *args, "--ros-args"]
+        else:
+            self.name = name or module.rsplit(".", 1)[-1]
+            command = [sys.executable, "-m", module, *args, "--ros-args"]
         if params_file is not None:
             command += ["--params-file", str(params_file)]
         for key, value in (params or {}).items():

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from wall_oss.msg import ActionChunk
@@ -27,20 +27,13 @@ from wall_oss.msg import ActionChunk
 from wall_oss_core.control import executor as core
 from wall_oss_core.control.executor import ChunkExecutor, ExecutorConfig, PreparedChunk, Rejected
 from wall_oss_core.policy.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, InstructionError, validate_instruction
+from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
-from wall_oss_ros.conversions import (
-    joint_state_to_vector,
-    msg_to_chunk,
-    seconds_to_stamp,
-    stamp_to_seconds,
-    vector_to_joint_state,
-)
-from wall_oss_ros.node_runtime import diagnostic_array, run_node
+from wall_oss_ros.conversions import merge_joint_state, msg_to_chunk, seconds_to_stamp, vector_to_joint_state
+from wall_oss_ros.node_runtime import diagnostic_array, run_node, subscribe_instructions
 
 CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 JOINT_STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches reliable publishers too
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # The IK worker holds the GIL in long pure-Python stretches; switching threads every 0.5 ms (default 5 ms)
@@ -73,7 +66,7 @@ EXECUTOR_PARAMETERS = {
 class ExecutorNodeParams:
     robot_config: str
     rate_hz: float
-    joint_state_topic: str
+    joint_states_topic: str
     diagnostics_period: float
     max_instruction_length: int
     executor: ExecutorConfig
@@ -87,7 +80,7 @@ def declare_parameters(node: Node) -> ExecutorNodeParams:
     """Declare every parameter with a descriptor; rclpy refuses out-of-range values and ExecutorConfig
     refuses inconsistent ones (ValueError), both before the node does anything."""
     def declare(name, default, description, **ranges):
-        return node.declare_parameter(name, default, ParameterDescriptor(description=description, **ranges)).value
+        return node.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True, **ranges)).value
 
     defaults = ExecutorConfig()
     executor_values = {
@@ -99,7 +92,7 @@ def declare_parameters(node: Node) -> ExecutorNodeParams:
                              "robot layout YAML (arms, joints, URDF, limits); empty = the package's bimanual.yaml"),
         rate_hz=declare("rate_hz", 200.0, "candidate commands per second (the controller rate) [Hz]",
                         floating_point_range=_float_range(100.0, 500.0)),
-        joint_state_topic=declare("joint_state_topic", "/joint_states", "measured joint states topic"),
+        joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
         diagnostics_period=declare("diagnostics_period", 1.0, "seconds between /diagnostics messages",
                                    floating_point_range=_float_range(0.05, 60.0)),
         max_instruction_length=declare("max_instruction_length", DEFAULT_MAX_INSTRUCTION_LENGTH,
@@ -107,8 +100,8 @@ def declare_parameters(node: Node) -> ExecutorNodeParams:
                                        integer_range=[IntegerRange(from_value=1, to_value=100000, step=1)]),
         executor=ExecutorConfig(**executor_values),
     )
-    if not params.joint_state_topic:
-        raise ValueError("joint_state_topic must not be empty")
+    if not params.joint_states_topic:
+        raise ValueError("joint_states_topic must not be empty")
     return params
 
 
@@ -169,6 +162,7 @@ class ChunkExecutorNode(Node):
         robot = load_robot_config(self.params.robot_config or default_config_path())
         self.core = ChunkExecutor(BimanualKinematics(robot), self.params.executor)
         self.joint_names = robot.command_joints
+        self.joint_states = JointStateMerger(self.joint_names)
         self.joint_states_rejected = 0
         self.instructions_rejected = 0
         self._last_command = None
@@ -177,23 +171,24 @@ class ChunkExecutorNode(Node):
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
         self.worker = _ChunkWorker(self.core, self._now, self._superseded)
         self.create_subscription(ActionChunk, "action_chunk", self.worker.submit, CHUNK_QOS)
-        self.create_subscription(JointState, self.params.joint_state_topic, self._on_joint_state, JOINT_STATE_QOS)
-        self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
+        self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
+        subscribe_instructions(self, self._on_instruction)
         self.create_timer(1.0 / self.params.rate_hz, self._tick)
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(f"commanding {len(self.joint_names)} joints at {self.params.rate_hz:g} Hz on "
-                               f"{self.command_publisher.topic_name}; waiting for {self.params.joint_state_topic}")
+                               f"{self.command_publisher.topic_name}; waiting for {self.params.joint_states_topic}")
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     # ------------------------------------------------------------------------------------- inputs
     def _on_joint_state(self, msg: JointState):
-        stamp = stamp_to_seconds(msg.header.stamp)
         try:
-            positions, _ = joint_state_to_vector(msg, self.joint_names)
+            merged = merge_joint_state(self.joint_states, msg, self._now())
+            if merged is None:
+                return
             first = self.core.history.latest() is None
-            self.core.on_joint_state(stamp if stamp > 0 else self._now(), positions)
+            self.core.on_joint_state(merged[1], merged[0])
         except ValueError as error:
             self.joint_states_rejected += 1
             self.get_logger().warning(f"ignoring joint state ({self.joint_states_rejected} so far): {error}",

@@ -11,7 +11,7 @@ from sensor_msgs.msg import JointState
 from wall_oss.msg import ActionChunk
 
 from wall_oss_core.policy.interface import Chunk, chunk_from_message
-from wall_oss_core.policy.observation import select_joints
+from wall_oss_core.policy.observation import JointStateMerger, select_joints
 
 # ActionChunk → Chunk with validation; defined in the core so bag readers share it.
 msg_to_chunk = chunk_from_message
@@ -55,7 +55,8 @@ def chunk_to_msg(chunk: Chunk, chunk_id: int, frame_id: str = "") -> ActionChunk
 
 def joint_state_to_vector(msg: JointState, names: tuple[str, ...] | list[str]
                           ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Positions (and velocities when the message has them) of `names`, in that order.
+    """Positions (and velocities when the message has them) of `names`, in that order: for the
+    candidate commands wall_oss nodes send each other (measured states go through merge_joint_state).
 
     Raises ValueError on missing joints, mismatched array sizes or non-finite values, so a
     corrupt joint state never becomes a command reference."""
@@ -70,6 +71,14 @@ def joint_state_to_vector(msg: JointState, names: tuple[str, ...] | list[str]
         if not np.all(np.isfinite(velocities)):
             raise ValueError("joint state has non-finite velocities")
     return positions, velocities
+
+
+def merge_joint_state(merger: JointStateMerger, msg: JointState, now: float) -> tuple[np.ndarray, float] | None:
+    """Feed one measured joint state into `merger`: names and positions only, since
+    joint_state_broadcaster fills velocity and effort with NaN for joints without those interfaces.
+    An unstamped message counts as measured `now`. Returns the merged (positions, stamp) or None."""
+    stamp = stamp_to_seconds(msg.header.stamp)
+    return merger.update(msg.name, msg.position, stamp if stamp > 0 else now)
 
 
 def vector_to_joint_state(names, positions, velocities=None, stamp: Time | None = None) -> JointState:

@@ -221,7 +221,8 @@ class _Planner:
         if kind == "dirname":
             return str(scope.launch_file.parent)
         if kind == "command":
-            result = subprocess.run(args, capture_output=True, text=True, check=False)
+            # As in launch's CommandSubstitution: one (usually quoted) command line, split like a shell.
+            result = subprocess.run(shlex.split(" ".join(args)), capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise LaunchError(f"{where}: $(command {expression[len('command'):].strip()}) failed with exit code "
                                   f"{result.returncode}: {result.stderr.strip()}")
@@ -397,11 +398,28 @@ class _Planner:
                     raise LaunchError(f"{where}: parameter file {path} does not exist")
                 files.append(path)
             elif "name" in entry and "value" in entry:
-                inline[self.substitute(entry["name"], scope, where)] = self._typed_value(entry["value"], scope, where)
+                name = self.substitute(entry["name"], scope, where)
+                if "type" in entry:
+                    inline[name] = self._declared_type_value(entry["value"], entry["type"], scope, f"{where}: {name}")
+                else:
+                    inline[name] = self._typed_value(entry["value"], scope, where)
             else:
                 raise LaunchError(f"{where}: param entries are {{from: FILE}} or {{name, value}}, got {entry!r}")
         flush()
         return files
+
+    def _declared_type_value(self, value, type_name, scope: _Scope, where: str):
+        """`type: str | int | float | bool` as launch_ros reads it: the substituted text converted to
+        that type instead of YAML-parsed (a URDF from $(command 'cat ...') needs `type: str`)."""
+        converters = {"str": str, "int": int, "float": float,
+                      "bool": lambda text: {"true": True, "false": False}[text.strip().lower()]}
+        if type_name not in converters:
+            raise LaunchError(f"{where}: parameter type {type_name!r} is not one of {sorted(converters)}")
+        text = self.substitute(value, scope, where) if isinstance(value, str) else str(value)
+        try:
+            return converters[type_name](text)
+        except (KeyError, ValueError) as error:
+            raise LaunchError(f"{where}: {text!r} is not a {type_name}") from error
 
     def _typed_value(self, value, scope: _Scope, where: str):
         """Literal YAML values keep their type; substituted text is typed as YAML would read it."""

@@ -18,10 +18,11 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 from wall_oss.msg import ActionChunk, SafetyStatus
 
+from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.visualization.markers import BoxMarker, MarkerScene, PathMarker, Rgba, SafetyView, TextMarker
-from wall_oss_ros.conversions import joint_state_to_vector, msg_to_chunk, stamp_to_seconds
+from wall_oss_ros.conversions import merge_joint_state, msg_to_chunk
 from wall_oss_ros.node_runtime import run_node
 
 
@@ -64,17 +65,18 @@ class MarkersNode(Node):
     def __init__(self):
         super().__init__("markers")
         self.declare_parameter("robot_config", str(default_config_path()),
-                               ParameterDescriptor(description="robot layout YAML"))
-        self.declare_parameter("publish_rate", 10.0, ParameterDescriptor(
+                               ParameterDescriptor(read_only=True, description="robot layout YAML"))
+        self.declare_parameter("publish_rate", 10.0, ParameterDescriptor(read_only=True,
             description="marker publishing rate [Hz]",
             floating_point_range=[FloatingPointRange(from_value=0.5, to_value=60.0)]))
-        self.declare_parameter("executed_path_length", 300, ParameterDescriptor(
+        self.declare_parameter("executed_path_length", 300, ParameterDescriptor(read_only=True,
             description="joint states kept for the executed path", integer_range=[IntegerRange(from_value=2,
                                                                                                  to_value=100000)]))
-        self.declare_parameter("joint_states_topic", "/joint_states", ParameterDescriptor(description="joint states"))
+        self.declare_parameter("joint_states_topic", "/joint_states", ParameterDescriptor(read_only=True, description="joint states"))
         robot = load_robot_config(self.get_parameter("robot_config").value)
         self.frame_id = robot.base_frame
         self.joint_names = robot.command_joints
+        self.joint_states = JointStateMerger(self.joint_names)
         self.scene = MarkerScene(BimanualKinematics(robot), int(self.get_parameter("executed_path_length").value))
         self.rejected = 0
         self.publisher = self.create_publisher(MarkerArray, "markers", 10)
@@ -91,11 +93,12 @@ class MarkersNode(Node):
 
     def _on_joints(self, msg: JointState):
         try:
-            positions, _ = joint_state_to_vector(msg, self.joint_names)
+            merged = merge_joint_state(self.joint_states, msg, self.get_clock().now().nanoseconds * 1e-9)
         except ValueError as error:
             self._reject("joint state", error)
             return
-        self.scene.add_joint_state(stamp_to_seconds(msg.header.stamp), positions)
+        if merged is not None:
+            self.scene.add_joint_state(merged[1], merged[0])
 
     def _on_chunk(self, msg: ActionChunk):
         try:

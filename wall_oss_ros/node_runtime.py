@@ -21,11 +21,14 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
-from rclpy.experimental import EventsExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import String
+
+from wall_oss_core.policy.instruction import InstructionDeliveries
 
 Params = TypeVar("Params")
 STARTUP_ERROR_EXIT = 2
@@ -48,18 +51,42 @@ def spin_until_stopped(executor, stop: threading.Event, period: float = 0.1) -> 
         executor.spin_once(timeout_sec=period)
 
 
+def ignore_further_stop_signals() -> None:
+    """A terminal's Ctrl-C under `ros2 launch` delivers SIGINT twice within milliseconds. Python's
+    finalization resets its own handlers to the default one (which kills with SIGINT, rc 130) but leaves an
+    ignored signal ignored, so a stopping node ignores the signals that follow the first."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def make_executor():
+    """EventsExecutor where this rclpy has it (Kilted; Jazzy from rclpy 7.1.4), else SingleThreadedExecutor."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return SingleThreadedExecutor()
+    return EventsExecutor()
+
+
 def run_node(make_node: Callable[[], Node], name: str, args=None) -> int:
     """Construct the node (startup errors → exit 2), spin it until Ctrl-C or shutdown, clean up
     (nodes release their threads and processes in `destroy_node`)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = install_stop_signals()
     try:
+        return _construct_and_spin(make_node, name, stop)
+    finally:
+        ignore_further_stop_signals()
+
+
+def _construct_and_spin(make_node: Callable[[], Node], name: str, stop: threading.Event) -> int:
+    try:
         node = make_node()
     except STARTUP_ERRORS as error:
         print(f"{name}: cannot start: {error}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return STARTUP_ERROR_EXIT
-    executor = EventsExecutor()
+    executor = make_executor()
     executor.add_node(node)
     try:
         spin_until_stopped(executor, stop)
@@ -70,6 +97,18 @@ def run_node(make_node: Callable[[], Node], name: str, args=None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def subscribe_instructions(node: Node, callback: Callable[[String], None], topic: str = "instruction") -> None:
+    """Instructions from latched (transient-local) and plain (volatile, e.g. `ros2 topic pub`) publishers
+    alike: one subscription of each durability, each message passed to `callback` in order (see
+    InstructionDeliveries for which subscription counts when)."""
+    deliveries = InstructionDeliveries()
+    for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
+        latched = durability == DurabilityPolicy.TRANSIENT_LOCAL
+        node.create_subscription(
+            String, topic, lambda msg, latched=latched: callback(msg) if deliveries.accept(latched) else None,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
 
 
 def diagnostic_array(node: Node, status_name: str, level: bytes, message: str, values) -> DiagnosticArray:
@@ -93,7 +132,7 @@ def declare_dataclass_parameters(node: Node, params_type: type[Params],
     values = {}
     for field_info in fields(params_type):
         description, value_range = descriptions[field_info.name]
-        descriptor = ParameterDescriptor(description=description)
+        descriptor = ParameterDescriptor(description=description, read_only=True)
         if isinstance(value_range, FloatingPointRange):
             descriptor.floating_point_range = [value_range]
         elif isinstance(value_range, IntegerRange):

@@ -19,7 +19,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from wall_oss.msg import ActionChunk
@@ -32,14 +32,12 @@ from wall_oss_core.policy.observation import AssemblyLimits, InputRejected, Obse
 from wall_oss_core.robot.config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_ros.conversions import chunk_to_msg, stamp_to_seconds
-from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node
+from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node, subscribe_instructions
 
 BACKENDS = ("replay", "wall_oss")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 DTYPES = ("float32", "bfloat16", "float16")
 CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 JOINT_STATE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches reliable publishers too
 LATENCY_WINDOW = 100  # inferences the latency percentiles are taken over
 IDLE_POLL = 0.1  # [s] the worker re-checks freshness this often even when no input arrives
@@ -61,7 +59,7 @@ class PolicyNodeParams:
     action_dt: float = 1.0 / 32.0
     num_threads: int = 0
     image_transport: str = "raw"
-    joint_state_topic: str = "/joint_states"
+    joint_states_topic: str = "/joint_states"
     camera_max_age: float = 0.5
     joint_state_max_age: float = 0.2
     max_clock_skew: float = 0.05
@@ -87,7 +85,7 @@ _DESCRIPTIONS = {
                     IntegerRange(from_value=0, to_value=256)),
     "image_transport": ("raw: sensor_msgs/Image on each camera topic; compressed: CompressedImage on <topic>/compressed",
                         None),
-    "joint_state_topic": ("where joint states arrive", None),
+    "joint_states_topic": ("where joint states arrive", None),
     "camera_max_age": ("a camera frame older than this [s] blocks inference", FloatingPointRange(from_value=0.001, to_value=60.0)),
     "joint_state_max_age": ("a joint state older than this [s] blocks inference",
                             FloatingPointRange(from_value=0.001, to_value=60.0)),
@@ -185,8 +183,8 @@ class PolicyNode(Node):
                 self.create_subscription(CompressedImage, camera.topic + "/compressed",
                                          lambda msg, c=camera.name: self._on_image(c, msg, compressed_msg_to_rgb),
                                          qos_profile_sensor_data)
-        self.create_subscription(JointState, self.params.joint_state_topic, self._on_joint_state, JOINT_STATE_QOS)
-        self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
+        self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
+        subscribe_instructions(self, self._on_instruction)
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._worker_loop, name="policy_inference", daemon=True)

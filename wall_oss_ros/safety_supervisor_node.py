@@ -27,9 +27,11 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from wall_oss.msg import SafetyStatus
 
 from wall_oss_core.control.safety import SafetyConfig, SafetyOutput, SafetyState, SafetySupervisor
+from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
-from wall_oss_ros.conversions import joint_state_to_vector, stamp_to_seconds
+from wall_oss_ros.controller_joints import ControllerJointsCheck
+from wall_oss_ros.conversions import joint_state_to_vector, merge_joint_state, stamp_to_seconds
 from wall_oss_ros.node_runtime import diagnostic_array, run_node
 
 _DIAGNOSTIC_LEVEL = {
@@ -51,6 +53,8 @@ class SupervisorNodeParams:
     status_rate: float
     diagnostics_period: float
     trajectory_time_from_start: float
+    trajectory_velocities: bool
+    verify_controller_joints: bool
     joint_states_topic: str
 
 
@@ -62,7 +66,7 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
     """Declare every parameter with a descriptor and read them; rclpy refuses out-of-range values
     and the SafetyConfig / robot config checks catch the rest (ValueError / ConfigError)."""
     def declare(name, default, description, **ranges):
-        descriptor = ParameterDescriptor(description=description, **ranges)
+        descriptor = ParameterDescriptor(description=description, read_only=True, **ranges)
         return node.declare_parameter(name, default, descriptor).value
 
     params = SupervisorNodeParams(
@@ -85,6 +89,12 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
         trajectory_time_from_start=declare("trajectory_time_from_start", 0.01, "time_from_start of the single "
                                            "JointTrajectory point (joint_trajectory controllers) [s]",
                                            floating_point_range=_float_range(0.0005, 1.0)),
+        trajectory_velocities=declare("trajectory_velocities", False, "also send the JointTrajectory point's "
+                                      "velocities; a stock joint_trajectory_controller then needs "
+                                      "allow_nonzero_velocity_at_trajectory_end: true (default false), or it "
+                                      "rejects every command while the arm moves"),
+        verify_controller_joints=declare("verify_controller_joints", False, "command a controller only after its "
+                                         "joints parameter (ros2_control) matched the robot config's joint order"),
         joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
     )
     if not params.joint_states_topic:
@@ -96,6 +106,7 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
 class _ControllerOutput:
     """One controller: where it listens and which command-vector entries it takes."""
 
+    name: str
     publisher: object
     joints: tuple[str, ...]
     indices: np.ndarray
@@ -113,6 +124,7 @@ class SafetySupervisorNode(Node):
         kinematics = BimanualKinematics(robot)
         self.supervisor = SafetySupervisor(kinematics, self.safety_config)
         self.joint_names = robot.command_joints
+        self.joint_states = JointStateMerger(self.joint_names)
         self.trajectory_mode = robot.controller_interface == "joint_trajectory"
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -123,8 +135,10 @@ class SafetySupervisorNode(Node):
                 message, suffix = (JointTrajectory, "joint_trajectory") if self.trajectory_mode else \
                     (Float64MultiArray, "commands")
                 self.controllers.append(_ControllerOutput(
-                    self.create_publisher(message, f"/{controller}/{suffix}", reliable), tuple(joints),
+                    controller, self.create_publisher(message, f"/{controller}/{suffix}", reliable), tuple(joints),
                     np.array([self.joint_names.index(j) for j in joints])))
+        self.joints_check = ControllerJointsCheck(self, {c.name: c.joints for c in self.controllers}) \
+            if self.params.verify_controller_joints else None
         self.status_publisher = self.create_publisher(SafetyStatus, "safety_status", reliable)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
 
@@ -151,9 +165,11 @@ class SafetySupervisorNode(Node):
 
     # ------------------------------------------------------------------------------------- inputs
     def _on_joint_state(self, msg: JointState):
+        now = self._now()
         try:
-            positions, _ = joint_state_to_vector(msg, self.joint_names)
-            self.supervisor.on_joint_state(self._now(), positions)
+            merged = merge_joint_state(self.joint_states, msg, now)
+            if merged is not None:
+                self.supervisor.on_joint_state(now, merged[0])
         except ValueError as error:
             self.get_logger().warning(f"ignoring joint state: {error}", throttle_duration_sec=1.0)
 
@@ -210,13 +226,17 @@ class SafetySupervisorNode(Node):
 
     def _send(self, positions: np.ndarray, velocities: np.ndarray):
         for controller in self.controllers:
+            if self.joints_check is not None and controller.name not in self.joints_check.passed:
+                continue
             values = positions[controller.indices]
             if self.trajectory_mode:
                 msg = JointTrajectory()  # header.stamp 0: start now
                 msg.joint_names = list(controller.joints)
-                msg.points = [JointTrajectoryPoint(positions=array.array("d", values.tobytes()),
-                                                   velocities=array.array("d", velocities[controller.indices].tobytes()),
-                                                   time_from_start=self._time_from_start)]
+                point = JointTrajectoryPoint(positions=array.array("d", values.tobytes()),
+                                             time_from_start=self._time_from_start)
+                if self.params.trajectory_velocities:
+                    point.velocities = array.array("d", velocities[controller.indices].tobytes())
+                msg.points = [point]
             else:
                 msg = Float64MultiArray(data=array.array("d", values.tobytes()))
             controller.publisher.publish(msg)

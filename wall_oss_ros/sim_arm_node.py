@@ -44,7 +44,7 @@ class SimArmParams:
 
     robot_config: str = ""
     physics_rate_hz: float = 250.0
-    joint_state_topic: str = "/joint_states"
+    joint_states_topic: str = "/joint_states"
     lag_time_constant: float = 0.03
     acceleration_headroom: float = 3.0
     camera_rate_hz: float = 15.0
@@ -60,7 +60,7 @@ class SimArmParams:
 _DESCRIPTIONS = {
     "robot_config": ("robot layout YAML; empty = the package's config/bimanual.yaml", None),
     "physics_rate_hz": ("integration and /joint_states rate [Hz]", FloatingPointRange(from_value=50.0, to_value=1000.0)),
-    "joint_state_topic": ("where joint states are published", None),
+    "joint_states_topic": ("where joint states are published", None),
     "lag_time_constant": ("first-order servo tracking lag [s]", FloatingPointRange(from_value=0.005, to_value=1.0)),
     "acceleration_headroom": ("motor acceleration / configured command acceleration limit",
                               FloatingPointRange(from_value=1.0, to_value=100.0)),
@@ -99,7 +99,7 @@ class SimArmNode(Node):
         mimic = [(m, self.kinematics.gripper_index(arm.name)) for arm in self.robot.arms for m in arm.gripper_mimic_joints]
         self._state_names = list(self.robot.command_joints) + [name for name, _ in mimic]
         self._state_order = np.array(list(range(len(self.robot.command_joints))) + [index for _, index in mimic])
-        self._joint_state_pub = self.create_publisher(JointState, self.params.joint_state_topic, 10)
+        self._joint_state_pub = self.create_publisher(JointState, self.params.joint_states_topic, 10)
 
         self._controller_joints = self._controller_layout()
         for controller in self._controller_joints:

@@ -3,7 +3,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wall_oss_core.policy.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, InstructionError, validate_instruction
+from wall_oss_core.policy.instruction import (
+    DEFAULT_MAX_INSTRUCTION_LENGTH,
+    InstructionDeliveries,
+    InstructionError,
+    validate_instruction,
+)
 
 
 def test_surrounding_whitespace_is_stripped_inner_text_kept():
@@ -48,3 +53,14 @@ def test_any_text_is_either_accepted_clean_or_rejected_with_a_known_reason(text)
         assert error.reason in {"too_long", "non_printable"}
     else:
         assert result == text.strip() and result.isprintable() and len(result) <= DEFAULT_MAX_INSTRUCTION_LENGTH
+
+
+def test_the_latched_subscription_counts_only_until_the_first_instruction():
+    late_joiner = InstructionDeliveries()
+    assert late_joiner.accept(latched_subscription=True), "a latched publisher's last instruction"
+    assert not late_joiner.accept(latched_subscription=True), "its live messages come through the volatile one"
+    assert late_joiner.accept(latched_subscription=False)
+    terminal_first = InstructionDeliveries()
+    assert terminal_first.accept(latched_subscription=False)
+    assert not terminal_first.accept(latched_subscription=True), "an older latched instruction arriving late"
+    assert terminal_first.accept(latched_subscription=False)

@@ -3,7 +3,13 @@ import numpy as np
 import pytest
 
 from wall_oss_core.policy.interface import Observation
-from wall_oss_core.policy.observation import AssemblyLimits, InputRejected, ObservationAssembler, Unavailable
+from wall_oss_core.policy.observation import (
+    AssemblyLimits,
+    InputRejected,
+    JointStateMerger,
+    ObservationAssembler,
+    Unavailable,
+)
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 
@@ -113,7 +119,6 @@ def test_reordered_stamps_are_rejected_and_the_newer_input_kept(assembler):
 @pytest.mark.parametrize("corrupt, reason", [
     (lambda names, pos: (names, np.where(np.arange(len(pos)) == 3, np.nan, pos)), "nan_joints"),
     (lambda names, pos: (names, np.where(np.arange(len(pos)) == 0, np.inf, pos)), "nan_joints"),
-    (lambda names, pos: (names[:-1], pos[:-1]), "missing_joints"),
     (lambda names, pos: (names, pos[:-1]), "size_mismatch"),
 ])
 def test_corrupt_joint_states_are_rejected(assembler, corrupt, reason):
@@ -150,3 +155,53 @@ def test_limits_must_be_positive():
         AssemblyLimits(camera_max_age=0.0)
     with pytest.raises(ValueError, match="max_clock_skew"):
         AssemblyLimits(max_clock_skew=-0.1)
+
+
+# --- joint states split across publishers (ros2_control joint_state_broadcaster per arm, gripper drivers) ---
+
+def test_joint_states_split_across_messages_merge_with_their_oldest_stamp(assembler):
+    for i, camera in enumerate(assembler.camera_names):
+        assembler.add_image(camera, frame(i), 10.0)
+    config = assembler.config
+    home = dict(zip(config.command_joints, config.home_positions()))
+    left = [j for j in config.command_joints if j.startswith("left")]
+    right = [j for j in config.command_joints if j.startswith("right")]
+    assembler.add_joint_state(["camera_tilt"] + left[::-1], [0.3] + [home[j] for j in left[::-1]], 10.0)
+    result = assembler.assemble(now=10.01, instruction="x")
+    assert isinstance(result, Unavailable) and result.reason == "missing_joints"
+    assert right[0] in result.detail
+    assembler.add_joint_state(right, [home[j] for j in right], 10.03)
+    observation = assembler.assemble(now=10.04, instruction="x")
+    np.testing.assert_array_equal(observation.joint_positions, config.home_positions())
+    assert observation.stamp == 10.0, "the merged joint state is as old as its oldest part (and the frames)"
+
+
+def test_merger_keeps_the_latest_position_per_joint_and_refuses_a_stopped_publisher():
+    merger = JointStateMerger(("a", "b", "c"), max_skew=0.5)
+    assert merger.update(["a", "x"], [1.0, float("nan")], 1.0) is None, "extra joints may be NaN"
+    assert merger.missing() == ["b", "c"]
+    positions, stamp = merger.update(["c", "b"], [3.0, 2.0], 1.1)
+    assert positions.tolist() == [1.0, 2.0, 3.0] and stamp == 1.0
+    positions, stamp = merger.update(["a"], [1.5], 1.2)
+    assert positions.tolist() == [1.5, 2.0, 3.0] and stamp == 1.1
+    with pytest.raises(InputRejected) as raised:  # b and c's publisher stopped
+        merger.update(["a"], [1.6], 1.7)
+    assert raised.value.reason == "stale_joints" and "['b', 'c']" in str(raised.value)
+    positions, stamp = merger.update(["b", "c"], [2.5, 3.5], 1.75)
+    assert positions.tolist() == [1.6, 2.5, 3.5] and stamp == 1.7
+    with pytest.raises(InputRejected) as raised:
+        merger.update(["a", "b"], [1.0, 2.0], 1.72)  # b went back in time
+    assert raised.value.reason == "reordered"
+    with pytest.raises(InputRejected) as raised:
+        merger.update(["a", "b"], [float("nan"), 2.0], 1.8)
+    assert raised.value.reason == "nan_joints"
+    assert merger.update(["c"], [3.0], 1.8)[0].tolist() == [1.6, 2.5, 3.0], "rejected messages stored nothing"
+
+
+def test_a_joint_never_published_is_reported_missing_after_max_skew():
+    merger = JointStateMerger(("a", "b"), max_skew=0.2)
+    assert merger.update(["a"], [1.0], 5.0) is None
+    assert merger.update(["a"], [1.0], 5.15) is None
+    with pytest.raises(InputRejected) as raised:
+        merger.update(["a"], [1.0], 5.3)
+    assert raised.value.reason == "missing_joints" and "['b']" in str(raised.value)

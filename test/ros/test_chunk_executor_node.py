@@ -217,6 +217,26 @@ def test_ee_chunks_become_joint_targets_and_instructions_select_and_pause(node_p
     assert rig.diagnostics["_message"] == "paused: holding" and rig.counter("chunks_discarded") == 1
 
 
+def test_instructions_from_volatile_and_latched_publishers_each_apply_once_in_order(node_processes, ros_node):
+    """`ros2 topic pub` publishes volatile, which a transient-local subscription never matches; a latched
+    publisher's message reaches both of the node's subscriptions and must not apply twice."""
+    process = node_processes(MODULE, *NAMESPACE, params=PARAMS)
+    rig = Rig(ros_node)
+    volatile = ros_node.create_publisher(String, "/wall_oss/instruction", 10)
+    rig.wait(lambda: volatile.get_subscription_count() > 0 and rig.instruction_pub.get_subscription_count() > 0,
+             "the executor matching both publishers")
+    volatile.publish(String(data="fold the towel"))
+    rig.wait(lambda: rig.diagnostics is not None and rig.diagnostics["instruction"] == "fold the towel",
+             "the volatile instruction received")
+    for task in ("open the drawer", "close the drawer", "fold the towel"):
+        rig.instruction_pub.publish(String(data=task))
+    rig.wait(lambda: process.log().count("instruction 'fold the towel'") == 2, "the last latched instruction")
+    rig.wait_fresh_diagnostics()
+    log = process.log()
+    assert [log.count(f"instruction '{task}'") for task in ("open the drawer", "close the drawer")] == [1, 1]
+    assert log.count("instruction 'fold the towel'") == 2 and rig.diagnostics["instruction"] == "fold the towel"
+
+
 def test_out_of_range_parameters_stop_the_node_with_a_reason():
     result = subprocess.run([sys.executable, "-m", MODULE, "--ros-args", "-p", "rate_hz:=50.0"],
                             capture_output=True, text=True, timeout=60)

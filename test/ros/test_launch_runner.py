@@ -53,7 +53,7 @@ def test_node_command_line_parameters_and_remaps(tmp_path, monkeypatch):
             - {{name: camera_fov_deg, value: "$(env WALL_OSS_TEST_RATE)"}}
             - {{name: publish_compressed_images, value: "true"}}
             - {{name: robot_config, value: "$(find-pkg-share wall_oss)/config/bimanual.yaml"}}
-            - {{name: joint_state_topic, value: "$(var topic)"}}
+            - {{name: joint_states_topic, value: "$(var topic)"}}
             - {{name: initial_positions, value: [0.0, 1.5]}}
             - from: "$(dirname)/extra.params.yaml"
             - {{name: jpeg_quality, value: 70}}
@@ -74,7 +74,7 @@ def test_node_command_line_parameters_and_remaps(tmp_path, monkeypatch):
         first_inline = yaml.safe_load(files[1].read_text())["/**"]["ros__parameters"]
         assert first_inline == {"image_width": 800, "camera_fov_deg": 333.0, "publish_compressed_images": True,
                                 "robot_config": str(REPO_ROOT / "config" / "bimanual.yaml"),
-                                "joint_state_topic": "/robot_a/joints", "initial_positions": [0.0, 1.5]}
+                                "joint_states_topic": "/robot_a/joints", "initial_positions": [0.0, 1.5]}
         assert yaml.safe_load(files[3].read_text())["/**"]["ros__parameters"] == {"jpeg_quality": 70}
         assert plan.arguments == {"ns": "robot_a", "width": "800"}
     finally:
@@ -91,16 +91,58 @@ def test_empty_and_text_values_stay_strings(tmp_path):
             exec: sim_arm_node
             param:
             - {name: robot_config, value: "$(var checkpoint)"}
-            - {name: joint_state_topic, value: "a: b"}
+            - {name: joint_states_topic, value: "a: b"}
         """)
     plan = plan_launch(path)
     try:
         node = plan.node("sim_arm_node")  # name defaults to the executable
         values = yaml.safe_load(_params_files(node.command)[0].read_text())["/**"]["ros__parameters"]
-        assert values == {"robot_config": "", "joint_state_topic": "a: b"}
+        assert values == {"robot_config": "", "joint_states_topic": "a: b"}
         assert "__ns:=" not in " ".join(node.command)  # root namespace: no remap
     finally:
         plan.cleanup()
+
+
+def test_declared_parameter_types_convert_the_substituted_text(tmp_path):
+    (tmp_path / "doc.txt").write_text("robot: {name: a}\n")
+    path = _write(tmp_path, """
+        launch:
+        - node:
+            pkg: wall_oss
+            exec: sim_arm_node
+            param:
+            - {name: description, value: "$(command 'cat $(dirname)/doc.txt')", type: str}
+            - {name: number_text, value: "15", type: str}
+            - {name: rate, value: "15", type: float}
+            - {name: flag, value: "True", type: bool}
+        """)
+    plan = plan_launch(path)
+    try:
+        values = yaml.safe_load(_params_files(plan.node("sim_arm_node").command)[0].read_text())
+        assert values["/**"]["ros__parameters"] == {"description": "robot: {name: a}\n", "number_text": "15",
+                                                    "rate": 15.0, "flag": True}
+    finally:
+        plan.cleanup()
+    bad = _write(tmp_path, "launch:\n- node: {pkg: wall_oss, exec: sim_arm_node, param: [{name: a, value: x, type: int}]}\n")
+    with pytest.raises(LaunchError, match="'x' is not a int"):
+        plan_launch(bad)
+
+
+def _param_entries(entities):
+    for entity in entities:
+        body = next(iter(entity.values()))
+        if "node" in entity:
+            yield from body.get("param", [])
+        elif "group" in entity:
+            yield from _param_entries(body)
+
+
+def test_shipped_command_substituted_parameters_are_declared_strings():
+    """launch_ros YAML-parses untyped substituted values, which fails on a URDF's text."""
+    entries = [entry for path in sorted((REPO_ROOT / "launch").glob("*.launch.yaml"))
+               for entry in _param_entries(yaml.safe_load(path.read_text())["launch"])
+               if "$(command" in str(entry.get("value", ""))]
+    assert entries and all(entry.get("type") == "str" for entry in entries)
 
 
 def test_conditions_groups_namespaces_and_includes(tmp_path):
@@ -232,12 +274,12 @@ launch:
     pkg: wall_oss
     exec: sim_arm_node
     name: {first}
-    param: [{{name: camera_rate_hz, value: 0.0}}, {{name: joint_state_topic, value: /{first}/joint_states}}]
+    param: [{{name: camera_rate_hz, value: 0.0}}, {{name: joint_states_topic, value: /{first}/joint_states}}]
 - node:
     pkg: wall_oss
     exec: sim_arm_node
     name: {second}
-    param: [{{name: camera_rate_hz, value: 0.0}}, {{name: joint_state_topic, value: /{second}/joint_states}}]
+    param: [{{name: camera_rate_hz, value: 0.0}}, {{name: joint_states_topic, value: /{second}/joint_states}}]
 """
 
 

@@ -4,8 +4,10 @@ import math
 
 import numpy as np
 import pytest
+import rclpy
 from conftest import ROBOT_CONFIG, wait_for
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -173,31 +175,69 @@ def test_estop_latches_holds_and_resets_only_with_fresh_inputs(node_processes, r
     rig.wait(lambda: _state(rig) == "ESTOP" and rig.status().estop_count == 2, "e-stop by service")
 
 
-def test_joint_trajectory_interface(node_processes, ros_node, tmp_path):
+@pytest.mark.parametrize("velocities", [False, True])
+def test_joint_trajectory_interface(node_processes, ros_node, tmp_path, velocities):
+    """By default the one-point trajectory has positions only: a stock joint_trajectory_controller
+    (allow_nonzero_velocity_at_trajectory_end: false) rejects a point with a non-zero end velocity."""
     config = tmp_path / "robot.yaml"
     config.write_text(ROBOT_CONFIG.read_text()
                       .replace("../urdf/", str(ROBOT_CONFIG.parent.parent / "urdf") + "/")
                       .replace("controller_interface: forward_command", "controller_interface: joint_trajectory"))
     node_processes(MODULE, *NAMESPACE, params={**PARAMS, "robot_config": str(config),
-                                               "trajectory_time_from_start": 0.02})
+                                               "trajectory_time_from_start": 0.02, "trajectory_velocities": velocities})
     rig = Rig(ros_node, trajectory=True)
     target = HOME.copy()
     target[YAW] -= 0.2
     rig.candidate = lambda t: (target, np.zeros_like(target))
     rig.wait(lambda: len(rig.commands["left_arm_controller"]) > 0
              and abs(rig.arm_positions()[-1][YAW] - target[YAW]) < 1e-9
-             and rig.commands["left_arm_controller"][-1].points[0].velocities[YAW] == 0.0,
+             and (not velocities or rig.commands["left_arm_controller"][-1].points[0].velocities[YAW] == 0.0),
              "trajectory commands reaching the candidate and stopping there")
     message = rig.commands["left_arm_controller"][-1]
     assert list(message.joint_names) == list(ROBOT.arm("left").joints) and len(message.points) == 1
     point = message.points[0]
-    assert len(point.velocities) == 6
     assert point.time_from_start.sec == 0 and point.time_from_start.nanosec == 20_000_000
     gripper = rig.commands["right_gripper_controller"][-1]
     assert list(gripper.joint_names) == ["right_gripper_joint"] and len(gripper.points[0].positions) == 1
-    moving = [m.points[0].velocities[YAW] for m in rig.commands["left_arm_controller"]]
-    assert min(moving) < -0.1  # velocities carry the motion towards the target
+    if velocities:
+        moving = [m.points[0].velocities[YAW] for m in rig.commands["left_arm_controller"]]
+        assert min(moving) < -0.1  # velocities carry the motion towards the target
+    else:
+        assert all(len(m.points[0].velocities) == 0 for c in rig.commands.values() for m in c)
     assert_within_limits(rig.arm_positions())
+
+
+def test_controllers_get_commands_only_when_their_joints_parameter_matches(node_processes, ros_node):
+    """ros2_control controllers take values in their `joints` parameter's order: stand-ins for the four
+    controller nodes, the left arm's with its joints reordered, which must get no command at all."""
+    from rclpy.parameter import Parameter
+
+    context = ros_node.context
+    controllers = []
+    for arm in ROBOT.arms:
+        for name, joints in ((arm.controller, list(arm.joints)), (arm.gripper_controller, [arm.gripper_joint])):
+            if name == "left_arm_controller":
+                joints = joints[1:] + joints[:1]
+            controller = rclpy.create_node(name, context=context,
+                                           parameter_overrides=[Parameter("joints", value=joints)],
+                                           automatically_declare_parameters_from_overrides=True)
+            controllers.append(controller)
+    executor = SingleThreadedExecutor(context=context)
+    for controller in controllers:
+        executor.add_node(controller)
+    try:
+        supervisor = node_processes(MODULE, *NAMESPACE, params={**PARAMS, "verify_controller_joints": True})
+        rig = Rig(ros_node)
+        wait_for(lambda: len(rig.commands["right_arm_controller"]) > 20 and rig.commands["left_gripper_controller"],
+                 20, poll=lambda: (ros_node.spin_briefly(), executor.spin_once(timeout_sec=0.0)),
+                 message="commands to the verified controllers")
+        assert rig.commands["left_arm_controller"] == []
+        assert "controller left_arm_controller has joints ['left_shoulder_lift_joint'" in supervisor.log()
+        assert "(the same joints in another order)" in supervisor.log()
+    finally:
+        executor.shutdown()
+        for controller in controllers:
+            controller.destroy_node()
 
 
 @pytest.mark.parametrize("params, error", [

@@ -30,3 +30,25 @@ def validate_instruction(text: str, max_length: int = DEFAULT_MAX_INSTRUCTION_LE
         raise InstructionError("non_printable", f"instruction contains non-printable characters {', '.join(bad)}")
     return stripped
 
+
+
+
+class InstructionDeliveries:
+    """Which of a node's two instruction subscriptions a message counts from.
+
+    Nodes subscribe to the instruction twice: transient-local, so that a latched publisher's last
+    instruction reaches a node that starts later, and volatile, because `ros2 topic pub` publishes volatile
+    and a transient-local subscription never matches it. A latched publisher's live messages reach both,
+    in an order between the two that nothing guarantees. So the transient-local subscription counts only
+    until the first instruction has arrived (that is the history a late joiner needs); from then on every
+    instruction comes through the volatile one, which matches both kinds of publisher and keeps each
+    publisher's order."""
+
+    def __init__(self):
+        self._received = False
+
+    def accept(self, latched_subscription: bool) -> bool:
+        if latched_subscription and self._received:
+            return False
+        self._received = True
+        return True

@@ -88,6 +88,68 @@ def select_joints(names, positions, wanted: tuple[str, ...]) -> np.ndarray:
     return selected
 
 
+class JointStateMerger:
+    """The latest measured position of each wanted joint, merged across joint state messages.
+
+    Real robots publish /joint_states the ros2_control way: one joint_state_broadcaster per arm or a
+    separate gripper driver, each message naming only its joints, in any order, with joints the robot
+    config does not command; velocity and effort are NaN for joints without those interfaces (they are
+    not read here: callers use positions only). A merged state exists once every wanted joint has been
+    seen; its stamp is its oldest joint's stamp (the state is as old as its oldest part). It is refused
+    while its parts are more than `max_skew` seconds apart, so a publisher that stopped cannot hide behind
+    the others, and a joint still never seen `max_skew` after the first message is reported missing."""
+
+    def __init__(self, joints, max_skew: float = 0.5):
+        if not max_skew > 0:
+            raise ValueError(f"max_skew must be positive, got {max_skew}")
+        self.joints = tuple(joints)
+        self.max_skew = float(max_skew)
+        self._index = {name: i for i, name in enumerate(self.joints)}
+        self._positions = np.full(len(self.joints), np.nan)
+        self._stamps = np.full(len(self.joints), -np.inf)
+        self._first_stamp: float | None = None
+
+    def missing(self) -> list[str]:
+        """The wanted joints no message has named yet."""
+        return [name for name, seen in zip(self.joints, np.isfinite(self._stamps)) if not seen]
+
+    def update(self, names, positions, stamp: float) -> tuple[np.ndarray, float] | None:
+        """Store the wanted joints of one message; return (positions in `joints` order, stamp) when the merged
+        state is complete and consistent, None while joints are still expected. InputRejected (nothing of
+        the message stored) on mismatched sizes, non-finite wanted positions, or a joint's stamp going back."""
+        positions = np.asarray(positions, dtype=np.float64)
+        names = list(names)
+        if positions.shape != (len(names),):
+            raise InputRejected("size_mismatch", f"joint state has {len(names)} names but {positions.size} positions")
+        _check_stamp(stamp, None, "joint state")
+        slots = [(self._index[name], i) for i, name in enumerate(names) if name in self._index]
+        targets = np.array([slot for slot, _ in slots], dtype=int)
+        values = positions[[i for _, i in slots]] if slots else np.empty(0)
+        if not np.all(np.isfinite(values)):
+            bad = [self.joints[slot] for slot, value in zip(targets, values) if not np.isfinite(value)]
+            raise InputRejected("nan_joints", f"joint state has non-finite positions for {bad}")
+        if slots and np.any(self._stamps[targets] > stamp):
+            raise InputRejected("reordered", f"joint state stamp {stamp:.6f} is older than the previous one of "
+                                             f"its joints ({self._stamps[targets].max():.6f})")
+        self._positions[targets] = values
+        self._stamps[targets] = stamp
+        if self._first_stamp is None:
+            self._first_stamp = float(stamp)
+        newest = float(self._stamps.max())
+        missing = self.missing()
+        if missing:
+            if newest - self._first_stamp > self.max_skew:
+                raise InputRejected("missing_joints", f"no joint state for {missing} within {self.max_skew:g} s "
+                                                      "of the other joints")
+            return None
+        oldest = float(self._stamps.min())
+        if newest - oldest > self.max_skew:
+            stale = [name for name, s in zip(self.joints, self._stamps) if newest - s > self.max_skew]
+            raise InputRejected("stale_joints", f"joints {stale} were last updated {newest - oldest:.3f} s before "
+                                                f"the newest joint state (max {self.max_skew:g} s)")
+        return self._positions.copy(), oldest
+
+
 class ObservationAssembler:
     """Latest inputs → synchronized `Observation`. `add_*` and `assemble` may run on different threads."""
 
@@ -98,6 +160,7 @@ class ObservationAssembler:
         self.camera_names = tuple(camera.name for camera in self.config.cameras)
         self._images: dict[str, tuple[np.ndarray, float]] = {}
         self._joints: tuple[np.ndarray, float] | None = None
+        self._merger = JointStateMerger(self.config.command_joints, limits.joint_state_max_age)
         self._last_used: float | None = None
         self._lock = threading.Lock()
 
@@ -115,11 +178,12 @@ class ObservationAssembler:
             self._images[camera] = (image, float(stamp))
 
     def add_joint_state(self, names, positions, stamp: float) -> None:
-        """Keep the command-joint positions of a joint state (any joint order); InputRejected if invalid."""
-        command = select_joints(names, positions, self.config.command_joints)
+        """Merge the command-joint positions of a joint state (any joint order, possibly only some of the
+        joints: see JointStateMerger); InputRejected if invalid."""
         with self._lock:
-            _check_stamp(stamp, self._joints[1] if self._joints else None, "joint state")
-            self._joints = (command, float(stamp))
+            merged = self._merger.update(names, positions, stamp)
+            if merged is not None:
+                self._joints = merged
 
     def _check_age(self, stamp: float, now: float, max_age: float, kind: str, name: str) -> Unavailable | None:
         age = now - stamp
@@ -143,7 +207,9 @@ class ObservationAssembler:
             if problem:
                 return problem
         if joints is None:
-            return Unavailable("missing_joints", JOINT_STATES, "no joint state received yet")
+            with self._lock:
+                missing = self._merger.missing()
+            return Unavailable("missing_joints", JOINT_STATES, f"no joint state received yet for {missing}")
         problem = self._check_age(joints[1], now, self.limits.joint_state_max_age, "joints", JOINT_STATES)
         if problem:
             return problem

@@ -174,3 +174,16 @@ def load_robot_config(path: str | Path) -> RobotConfig:
 def default_config_path() -> Path:
     """config/bimanual.yaml of this source tree or of an installed share/wall_oss."""
     return share_file("config/bimanual.yaml")
+
+
+def controller_joints_mismatch(controller: str, commanded, declared) -> str | None:
+    """Why `controller` must not be commanded, or None. ros2_control's forward-command and trajectory
+    controllers take values in the order of their `joints` parameter while wall_oss sends the robot
+    config's order: a differently ordered controller YAML would move the wrong joints."""
+    commanded, declared = tuple(commanded), tuple(declared)
+    if commanded == declared:
+        return None
+    how = "the same joints in another order" if sorted(commanded) == sorted(declared) else "other joints"
+    return (f"controller {controller} has joints {list(declared)} ({how}) but the robot config commands it with "
+            f"{list(commanded)}: make the controller's joints parameter and the robot config list the same "
+            "joints in the same order")
