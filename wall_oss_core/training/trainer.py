@@ -205,7 +205,10 @@ class Trainer:
             self._restore(source)
 
     # ---------------------------------------------------------------- one step
-    def loss(self, indices) -> torch.Tensor:
+    def loss(self, indices, rng: np.random.Generator | None = None,
+             noise_generator: torch.Generator | None = None) -> torch.Tensor:
+        """Flow loss of these dataset frames; flow times and noise from the training streams unless given."""
+        rng, noise_generator = rng or self.rng, noise_generator or self.noise
         sample = self.dataset.batch(indices)
         batch = self.pipeline.prepare(sample["images"], sample["state"], sample["tasks"])
         inputs = self.pipeline.model_inputs(batch)
@@ -213,14 +216,20 @@ class Trainer:
         b, h, width = normalized.shape
         actions = torch.zeros(b, h, self.pipeline.spec.model_action_dim)
         actions[..., :width] = normalized
-        noise = torch.randn(actions.shape, generator=self.noise, device=self.device)
-        t = self.times(b, self.rng).to(self.device)
+        noise = torch.randn(actions.shape, generator=noise_generator, device=self.device)
+        t = self.times(b, rng).to(self.device)
         autocast = torch.autocast(self.device.type, dtype=getattr(torch, self.config.dtype),
                                   enabled=self.config.dtype != "float32")
         with autocast:
             loss, _ = flow_loss(self.model, inputs, actions.to(self.device), noise, t,
                                 torch.from_numpy(sample["valid"]).to(self.device))
         return loss
+
+    @torch.no_grad()
+    def evaluate(self, indices, seed: int = 0) -> float:
+        """The loss on fixed frames with fixed noise and flow times (comparable across steps)."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return float(self.loss(indices, np.random.default_rng(seed), generator))
 
     def train_step(self) -> float:
         indices = self.rng.integers(0, len(self.dataset), size=self.config.batch_size)
