@@ -190,6 +190,9 @@ class Trainer:
                 shutil.copytree(source / "base", base, dirs_exist_ok=True)
         weights = base if config.lora_rank else self.checkpoint
         self.pipeline = WallOssPipeline.from_pretrained(weights, dtype=torch.float32, device=self.device)
+        if self.pipeline.config.generation != "wall_oss_05":
+            raise TrainingError("training implements the Wall-OSS-0.5 objective; this is a "
+                                f"{self.pipeline.config.generation} checkpoint")
         self.model = self.pipeline.model
         self.lora = add_lora(self.model, config.lora_rank) if config.lora_rank else None
         self.model.train()
