@@ -8,7 +8,7 @@ from pathlib import Path
 CORE = Path(__file__).resolve().parents[1] / "wall_oss_core"
 # lowest first; a module may import its own layer and any layer before it
 LAYERS = [{"paths", "topics"}, {"robot"}, {"policy"}, {"control"}, {"model"}, {"data"}, {"backends"},
-          {"evaluation"}, {"sim", "visualization"}, {"cli"}]
+          {"evaluation"}, {"training"}, {"sim", "visualization"}, {"cli"}]
 ROS_MODULES = {"rclpy", "rosidl_runtime_py", "wall_oss", "sensor_msgs", "std_msgs", "builtin_interfaces"}
 
 

@@ -384,14 +384,19 @@ def _decoder_tensors_flow(config: WallOssConfig, make: _TensorFactory) -> dict[s
 
 
 def _write_lerobot_pipelines(out_dir: Path, generation: str) -> None:
-    """LeRobot processor pipelines holding the state/action statistics."""
+    """LeRobot processor pipelines holding the generated state/action statistics."""
     inputs, outputs = _lerobot_features(generation)
     norm_mode = QUANTILES if generation == GENERATION_05 else MEAN_STD
+    stats = {STATE_KEY: feature_stats(generation, False), ACTION_KEY: feature_stats(generation, True)}
+    write_normalizer_pipelines(out_dir, inputs, outputs, norm_mode, stats)
+
+
+def write_normalizer_pipelines(out_dir: Path, inputs: dict, outputs: dict, norm_mode: str,
+                               feature_stats_by_key: dict[str, dict[str, torch.Tensor]]) -> None:
+    """`policy_preprocessor*` / `policy_postprocessor*` files (what `load_normalization` reads) for these stats."""
     norm_map = {"VISUAL": "IDENTITY", "STATE": norm_mode, "ACTION": norm_mode}
-    stats = {}
-    for key, relative in ((STATE_KEY, False), (ACTION_KEY, True)):
-        for name, value in feature_stats(generation, relative).items():
-            stats[f"{key}.{name}"] = value.contiguous()
+    stats = {f"{key}.{name}": torch.as_tensor(value, dtype=torch.float32).contiguous()
+             for key, values in feature_stats_by_key.items() for name, value in values.items()}
     pre_file = "policy_preprocessor_step_0_normalizer_processor.safetensors"
     post_file = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
     save_file(stats, str(out_dir / pre_file))

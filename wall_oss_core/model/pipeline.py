@@ -136,7 +136,8 @@ class WallOssPipeline:
             state_dim=config.action.state_dim,
             active_action_dims=min(active_action, config.action.action_dim),
             active_state_dims=min(active_state, config.action.state_dim),
-            image_longest_side=image_longest_side or DEFAULT_IMAGE_LONGEST_SIDE[config.generation],
+            image_longest_side=int(image_longest_side or fields.get("image_longest_side")
+                                   or DEFAULT_IMAGE_LONGEST_SIDE[config.generation]),
             max_prompt_tokens=int(fields.get("tokenizer_max_length", DEFAULT_MAX_PROMPT_TOKENS)),
         )
         processor = WallOssProcessor.from_checkpoint_dir(directory, settings)
