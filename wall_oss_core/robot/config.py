@@ -46,6 +46,7 @@ class ArmConfig:
     home: np.ndarray
     controller: str
     gripper_controller: str
+    gripper_home: float = 0.02  # gripper opening at home (grippers differ in range)
 
     @property
     def command_joints(self) -> tuple[str, ...]:
@@ -90,8 +91,8 @@ class RobotConfig:
         raise KeyError(f"no arm named {name!r}; arms are {[a.name for a in self.arms]}")
 
     def home_positions(self) -> np.ndarray:
-        """Home of every command joint (grippers half open)."""
-        return np.concatenate([np.append(arm.home, 0.02) for arm in self.arms])
+        """Home of every command joint (each arm's home, then its gripper_home)."""
+        return np.concatenate([np.append(arm.home, arm.gripper_home) for arm in self.arms])
 
 
 def _require(mapping: dict, key: str, where: str):
@@ -140,6 +141,7 @@ def load_robot_config(path: str | Path) -> RobotConfig:
             home=_vector(_require(arm, "home", arm_where), len(joints), arm_where + ".home"),
             controller=_require(arm, "controller", arm_where),
             gripper_controller=_require(arm, "gripper_controller", arm_where),
+            gripper_home=float(arm.get("gripper_home", 0.02)),
         ))
     if [a.name for a in arms] != ["left", "right"]:
         raise ConfigError(f"{where}: arms must be exactly 'left' then 'right', got {[a.name for a in arms]}")
