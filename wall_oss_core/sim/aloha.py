@@ -64,13 +64,15 @@ class SceneSpec:
     shuffle_regions: bool = False
 
 
-# Object ranges of gym_aloha.utils.sample_box_pose / sample_insertion_pose (the ACT benchmark's).
+# x, y ranges of gym_aloha.utils.sample_box_pose / sample_insertion_pose (the ACT benchmark's); z is
+# where each object rests on the table (gym-aloha drops them from 5 cm), so the first observation
+# already shows the objects where they stay.
 SCENES: dict[str, SceneSpec] = {
     "transfer_cube": SceneSpec("bimanual_viperx_transfer_cube.xml",
-                               (ObjectRegion("box", (0.0, 0.4, 0.05), (0.2, 0.6, 0.05)),)),
+                               (ObjectRegion("box", (0.0, 0.4, 0.02), (0.2, 0.6, 0.02)),)),
     "insertion": SceneSpec("bimanual_viperx_insertion.xml",
-                           (ObjectRegion("peg", (0.1, 0.4, 0.05), (0.2, 0.6, 0.05)),
-                            ObjectRegion("socket", (-0.2, 0.4, 0.05), (-0.1, 0.6, 0.05)))),
+                           (ObjectRegion("peg", (0.1, 0.4, 0.01), (0.2, 0.6, 0.01)),
+                            ObjectRegion("socket", (-0.2, 0.4, 0.022), (-0.1, 0.6, 0.022)))),
     # the red and the green cube in the right arm's half, one in the near and one in the far strip
     "two_cubes": SceneSpec("bimanual_viperx_transfer_cube.xml",
                            (ObjectRegion("box", (0.0, 0.40, 0.02), (0.2, 0.47, 0.02)),
@@ -128,13 +130,14 @@ def build_model(scene: str) -> mujoco.MjModel:
         camera.alt.type = mujoco.mjtOrientation.mjORIENTATION_XYAXES
         camera.alt.xyaxes = np.concatenate([x_axis, y_axis])
     if spec_info.add_green_cube:
-        red, red_body = spec.geom("red_box"), spec.body("box")
-        # the MJCF takes inertia only from geom groups 4-5: copy the red box's explicit inertial
-        body = spec.worldbody.add_body(name="green_box", pos=[0.1, 0.55, 0.02], mass=red_body.mass,
-                                       inertia=red_body.inertia, explicitinertial=True)
-        body.add_freejoint(name="green_box_joint")
-        body.add_geom(name="green_box", type=mujoco.mjtGeom.mjGEOM_BOX, size=red.size, rgba=[0, 1, 0, 1],
-                      condim=red.condim, solimp=red.solimp, solref=red.solref, friction=red.friction)
+        # an exact copy of the red box (inertial, free joint with its friction loss, contact
+        # parameters), green; the MJCF takes inertia only from geom groups 4-5, hence the copy
+        source = mujoco.MjSpec.from_file(str(gym_aloha_assets() / spec_info.mjcf))
+        spec.worldbody.add_frame().attach_body(source.body("box"), "green_", "")
+        spec.body("green_box").pos = [0.1, 0.55, 0.02]
+        geom = spec.geom("green_red_box")
+        geom.name, geom.rgba = "green_box", [0.0, 1.0, 0.0, 1.0]
+        spec.joint("green_red_box_joint").name = "green_box_joint"
     return spec.compile()
 
 
@@ -154,7 +157,7 @@ class AlohaSim:
                              for r in self._regions}
         self._render_settings = render
         self._renderer: mujoco.Renderer | None = None
-        self._geom_names = [self.model.geom(i).name for i in range(self.model.ngeom)]
+        self.geom_names = tuple(self.model.geom(i).name for i in range(self.model.ngeom))
         self.reset(seed)
 
     def _map_joints(self, robot: RobotConfig) -> None:
@@ -255,7 +258,7 @@ class AlohaSim:
 
     def contacts(self) -> set[frozenset[str]]:
         """Unordered pairs of geom names in contact now."""
-        names = self._geom_names
+        names = self.geom_names
         return {frozenset((names[c.geom1], names[c.geom2])) for c in self.data.contact[:self.data.ncon]}
 
     # --- control -----------------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""The scripted expert in physics: it does the tasks (task progress from the MuJoCo state), follows the
+instruction (also when it changes mid-episode), and speaks the policy interface's chunks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import CONFIG_DIR
+
+from wall_oss_core.policy.interface import Policy, PolicyError
+from wall_oss_core.robot.config import load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
+from wall_oss_core.sim.aloha import AlohaSim
+from wall_oss_core.sim.episode import observe, run_episode
+from wall_oss_core.sim.expert import ScriptedExpert
+from wall_oss_core.sim.tasks import ProgressTracker, load_tasks
+
+EPISODE = 9.0  # [s] the hand-over plan's length
+
+
+@pytest.fixture(scope="module")
+def robot():
+    return load_robot_config(CONFIG_DIR / "aloha.yaml")
+
+
+@pytest.fixture(scope="module")
+def kinematics(robot):
+    return BimanualKinematics(robot)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return load_tasks()
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_expert_transfers_the_cube_in_physics(robot, kinematics, tasks, seed):
+    task = tasks["transfer_cube"]
+    sim = AlohaSim(robot, task.scene, seed=seed)
+    expert = ScriptedExpert(kinematics, tasks, sim.object_poses)
+    assert isinstance(expert, Policy)
+    tracker = ProgressTracker(task, tasks.groups, sim)
+    result = run_episode(sim, expert, tracker, kinematics, task.instructions[1], EPISODE)
+    assert result.progress >= 95 and result.success, result
+    assert 0 < result.time_to_success < EPISODE
+    # the cube stays in the left gripper, up in the air, after the right one let go
+    cube = sim.object_poses()["box"][:3, 3]
+    assert cube[2] > 0.1 and np.linalg.norm(cube - kinematics.ee_poses(sim.joint_positions())["left"][:3, 3]) < 0.05
+
+
+def test_the_instruction_chooses_the_cube_and_a_new_one_changes_the_goal(robot, kinematics, tasks):
+    sim = AlohaSim(robot, "two_cubes", seed=4)
+    expert = ScriptedExpert(kinematics, tasks, sim.object_poses)
+    red = ProgressTracker(tasks["hand_over_red_cube"], tasks.groups, sim)
+    green = ProgressTracker(tasks["hand_over_green_cube"], tasks.groups, sim)
+    both = _Both(red, green)
+    run_episode(sim, expert, both, kinematics, "hand over the green cube", 1.0)
+    assert expert.task.name == "hand_over_green_cube"
+    run_episode(sim, expert, both, kinematics, "Give the red cube to the left arm.", EPISODE)
+    assert expert.task.name == "hand_over_red_cube"
+    assert red.progress >= 95 and red.success
+    assert green.progress == 0
+
+
+class _Both:
+    """Scores two tasks on one episode (run_episode takes one tracker)."""
+
+    def __init__(self, first: ProgressTracker, second: ProgressTracker):
+        self.first, self.second = first, second
+
+    def update(self, sim):
+        self.second.update(sim)
+        return self.first.update(sim)
+
+    progress = property(lambda self: self.first.progress)
+    success = property(lambda self: self.first.success)
+    reached = property(lambda self: self.first.reached)
+
+
+def test_chunks_are_joint_targets_in_command_order_continuing_one_plan(robot, kinematics, tasks):
+    sim = AlohaSim(robot, "transfer_cube", seed=1)
+    expert = ScriptedExpert(kinematics, tasks, sim.object_poses, horizon=20, dt=0.05)
+    instruction = tasks["transfer_cube"].instructions[0]
+    first = expert.predict(observe(sim, kinematics, instruction))
+    assert first.actions.shape == (20, 14) and first.action_space == "joint_position"
+    assert first.action_names == list(robot.command_joints) and first.dt == 0.05
+    np.testing.assert_allclose(first.actions[0], sim.joint_positions(), atol=1e-3)  # starts where the robot is
+    steps = np.abs(np.diff(first.actions, axis=0)) / first.dt
+    assert np.all(steps <= kinematics.limits.velocity), "the plan moves no joint faster than its limit"
+    sim.step(0.5)  # the robot did not move (no commands), the plan does not restart
+    later = expert.predict(observe(sim, kinematics, instruction))
+    assert later.stamp == pytest.approx(first.stamp + 0.5)
+    np.testing.assert_allclose(later.actions[:10], first.actions[10:])
+    with pytest.raises(PolicyError, match="names no known task"):
+        expert.predict(observe(sim, kinematics, "dance"))
+
+
+def test_a_task_without_a_known_skill_is_reported(robot, kinematics, tasks):
+    sim = AlohaSim(robot, "transfer_cube")
+    task = tasks["transfer_cube"]
+    broken = type(task)(**{**task.__dict__, "expert": {"skill": "juggle"}})
+    with pytest.raises(PolicyError, match="no skill for task 'transfer_cube'"):
+        ScriptedExpert(kinematics, tasks, sim.object_poses).plan(broken, sim.joint_positions())
