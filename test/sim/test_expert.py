@@ -47,6 +47,19 @@ def test_expert_transfers_the_cube_in_physics(robot, kinematics, tasks, seed):
     assert cube[2] > 0.1 and np.linalg.norm(cube - kinematics.ee_poses(sim.joint_positions())["left"][:3, 3]) < 0.05
 
 
+def test_expert_inserts_the_peg_in_physics(robot, kinematics, tasks):
+    task = tasks["insertion"]
+    sim = AlohaSim(robot, task.scene, seed=3)
+    tracker = ProgressTracker(task, tasks.groups, sim)
+    result = run_episode(sim, ScriptedExpert(kinematics, tasks, sim.object_poses), tracker, kinematics,
+                         task.instructions[0], 8.0)
+    assert result.progress >= 95 and result.success, result
+    assert result.reached["grasped_both"]
+    # the peg ends inside the socket's mouth, lined up with it
+    peg, socket = sim.object_poses()["peg"][:3, 3], sim.object_poses()["socket"][:3, 3]
+    assert 0.09 < peg[0] - socket[0] < 0.12 and np.linalg.norm((peg - socket)[1:]) < 0.008
+
+
 def test_the_instruction_chooses_the_cube_and_a_new_one_changes_the_goal(robot, kinematics, tasks):
     sim = AlohaSim(robot, "two_cubes", seed=4)
     expert = ScriptedExpert(kinematics, tasks, sim.object_poses)

@@ -75,8 +75,45 @@ def _hand_over(objects: dict[str, np.ndarray], start: dict[str, Waypoint], exper
     return {"left": left, "right": right}
 
 
+def _pick(start: Waypoint, grasp: np.ndarray, rotation: np.ndarray) -> list[Waypoint]:
+    """From the start pose down onto `grasp` (a TCP position) from 10 cm above, close, lift 12 cm (t = 3.7 s)."""
+    return [
+        start,
+        Waypoint(1.5, grasp + [0.0, 0.0, 0.10], rotation, GRIPPER_OPEN),
+        Waypoint(2.3, grasp, rotation, GRIPPER_OPEN),
+        Waypoint(2.5, grasp, rotation, GRIPPER_OPEN),
+        Waypoint(2.9, grasp, rotation, GRIPPER_CLOSED),
+        Waypoint(3.7, grasp + [0.0, 0.0, 0.12], rotation, GRIPPER_CLOSED),
+    ]
+
+
+def _insert(objects: dict[str, np.ndarray], start: dict[str, Waypoint], expert: dict) -> dict[str, list[Waypoint]]:
+    """Left arm picks the socket by its middle, right arm the peg just right of its middle, both from
+    above (the fingers close across the objects' long x axis); the socket is held up in the middle
+    and the peg, lined up along x, is pushed 3 cm into its mouth, onto the pin."""
+    peg, socket = objects[expert["peg"]][:3, 3], objects[expert["socket"]][:3, 3]
+    tips_up = [0.0, 0.0, FINGERTIP - 0.005]              # fingertips 5 mm above the object's centre
+    peg_grasp = peg + [0.005, 0.0, 0.0] + tips_up
+    socket_grasp = socket + tips_up
+    socket_held = np.array([-0.05, 0.5, 0.20])           # socket centre at the meeting point
+    peg_ready = socket_held + [0.15, 0.0, 0.0]           # peg tip 3 cm before the socket's mouth
+    peg_in = socket_held + [0.09, 0.0, 0.0]              # peg tip 3 cm inside (the pin starts 2 cm in)
+    left = _pick(start["left"], socket_grasp, LEFT_DOWN) + [
+        Waypoint(5.0, socket_held + (socket_grasp - socket), LEFT_DOWN, GRIPPER_CLOSED),
+        Waypoint(8.0, socket_held + (socket_grasp - socket), LEFT_DOWN, GRIPPER_CLOSED),
+    ]
+    right = _pick(start["right"], peg_grasp, RIGHT_DOWN) + [
+        Waypoint(5.0, peg_ready + (peg_grasp - peg), RIGHT_DOWN, GRIPPER_CLOSED),
+        Waypoint(5.5, peg_ready + (peg_grasp - peg), RIGHT_DOWN, GRIPPER_CLOSED),
+        Waypoint(7.0, peg_in + (peg_grasp - peg), RIGHT_DOWN, GRIPPER_CLOSED),
+        Waypoint(8.0, peg_in + (peg_grasp - peg), RIGHT_DOWN, GRIPPER_CLOSED),
+    ]
+    return {"left": left, "right": right}
+
+
 SKILLS: dict[str, Callable[[dict[str, np.ndarray], dict[str, Waypoint], dict], dict[str, list[Waypoint]]]] = {
     "hand_over": _hand_over,
+    "insert": _insert,
 }
 
 
