@@ -183,3 +183,32 @@ def test_urdf_limits_are_the_mjcf_actuator_ranges(robot, kinematics):
                       robot.position_margin_revolute)
     np.testing.assert_allclose(kinematics.limits.lower - margin, sim.command_lower, atol=1e-6)
     np.testing.assert_allclose(kinematics.limits.upper + margin, sim.command_upper, atol=1e-6)
+
+
+def test_the_robot_config_selects_the_simulator(robot, tmp_path):
+    from wall_oss_core.robot.config import ConfigError
+
+    assert (robot.simulator, robot.sim_scene) == ("aloha_mujoco", "transfer_cube")
+    assert load_robot_config(CONFIG_DIR / "bimanual.yaml").simulator == "kinematic"
+    text = ALOHA_CONFIG.read_text().replace("backend: aloha_mujoco", "backend: gazebo")
+    text = text.replace("urdf: ../urdf/aloha.urdf", f"urdf: {ALOHA_CONFIG.parent.parent / 'urdf' / 'aloha.urdf'}")
+    (tmp_path / "robot.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="sim.backend must be one of"):
+        load_robot_config(tmp_path / "robot.yaml")
+
+
+def test_arm_dynamics_adapter_steps_physics_in_whole_timesteps_and_carries_the_rest(robot):
+    from wall_oss_core.sim.aloha import AlohaArmDynamics
+
+    sim = AlohaSim(robot, "transfer_cube")
+    dynamics = AlohaArmDynamics(sim, robot.home_positions())
+    for _ in range(10):
+        dynamics.step(0.003)  # 1.5 timesteps each
+    assert sim.time == pytest.approx(0.030)
+    dynamics.set_targets([0], [0.4])
+    with pytest.raises(ValueError, match="finite"):
+        dynamics.set_targets([1], [np.inf])
+    for _ in range(500):
+        dynamics.step(0.004)
+    assert dynamics.positions[0] == pytest.approx(0.4, abs=0.02)
+    assert dynamics.render_state().shape == (sim.model.nq,)

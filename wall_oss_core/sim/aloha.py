@@ -302,3 +302,57 @@ def make_renderer(model: mujoco.MjModel, settings: RenderSettings) -> mujoco.Ren
     renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = settings.shadows
     renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = settings.reflections
     return renderer
+
+
+class AlohaArmDynamics:
+    """sim_arm_node's joint-dynamics interface (targets in; positions, velocities out; step(dt)) over
+    the MuJoCo scene, so the node stays robot-agnostic. `render_state()` is what the camera process
+    needs to draw the scene: the full MuJoCo configuration (objects included)."""
+
+    def __init__(self, sim: AlohaSim, initial: np.ndarray | None = None):
+        self.sim = sim
+        if initial is not None:
+            sim.set_state(initial)
+        self.targets = np.clip(sim.joint_positions(), sim.command_lower, sim.command_upper)
+        sim.set_command(self.targets)
+        self._pending = 0.0  # wall time not yet simulated (physics advances in whole MJCF timesteps)
+
+    @property
+    def positions(self) -> np.ndarray:
+        return self.sim.joint_positions()
+
+    @property
+    def velocities(self) -> np.ndarray:
+        return self.sim.joint_velocities()
+
+    def set_targets(self, indices, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=float)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("position targets must be finite")
+        self.targets[indices] = np.clip(values, self.sim.command_lower[indices], self.sim.command_upper[indices])
+        self.sim.set_command(self.targets)
+
+    def step(self, dt: float) -> None:
+        self._pending += dt
+        steps = int(self._pending / self.sim.timestep + 1e-9)
+        if steps:
+            mujoco.mj_step(self.sim.model, self.sim.data, nstep=steps)
+            self._pending -= steps * self.sim.timestep
+
+    def render_state(self) -> np.ndarray:
+        return self.sim.data.qpos.copy()
+
+
+class AlohaCameras:
+    """The robot config's cameras of an ALOHA scene, drawn from a full MuJoCo configuration (for the
+    sim node's camera process, which holds its own copy of the model)."""
+
+    def __init__(self, robot: RobotConfig, scene: str, width: int, height: int):
+        self.sim = AlohaSim(robot, scene, render=RenderSettings(width=width, height=height))
+        self.cameras = tuple(camera.name for camera in robot.cameras)
+
+    def render(self, qpos: np.ndarray) -> dict[str, np.ndarray]:
+        self.sim.data.qpos[:] = qpos
+        mujoco.mj_kinematics(self.sim.model, self.sim.data)
+        mujoco.mj_camlight(self.sim.model, self.sim.data)
+        return {name: self.sim.render(name) for name in self.cameras}
