@@ -107,6 +107,25 @@ def test_chunks_are_joint_targets_in_command_order_continuing_one_plan(robot, ki
         expert.predict(observe(sim, kinematics, "dance"))
 
 
+@pytest.mark.parametrize("task_name", ["transfer_cube", "insertion", "hand_over_red_cube", "hand_over_green_cube"])
+def test_plans_stay_within_the_joint_limits_and_workspaces_the_supervisor_enforces(robot, kinematics, tasks,
+                                                                                   task_name):
+    task = tasks[task_name]
+    limits = kinematics.limits
+    for seed in (0, 1, 2):
+        sim = AlohaSim(robot, task.scene, seed=seed)
+        expert = ScriptedExpert(kinematics, tasks, sim.object_poses)
+        plan = expert.plan(task, sim.joint_positions())
+        velocity = np.diff(plan, axis=0) / expert.dt
+        acceleration = np.diff(velocity, axis=0) / expert.dt
+        assert np.all(plan >= limits.lower - 1e-9) and np.all(plan <= limits.upper + 1e-9)
+        assert np.all(np.abs(velocity) <= limits.velocity)
+        assert np.all(np.abs(acceleration) <= limits.acceleration)
+        for q in plan[::5]:
+            for arm, pose in kinematics.ee_poses(q).items():
+                assert robot.arm(arm).workspace.contains(pose[:3, 3]), (task_name, seed, arm, pose[:3, 3])
+
+
 def test_a_task_without_a_known_skill_is_reported(robot, kinematics, tasks):
     sim = AlohaSim(robot, "transfer_cube")
     task = tasks["transfer_cube"]
