@@ -2,7 +2,8 @@
 MuJoCo's defaults, side by side in one run.
 
 Physics: the scripted expert's transfer-cube episode (contacts, grasps) stepped at the MJCF timestep,
-control commands every 20 ms, no rendering; the real-time factor is sim seconds per wall second.
+its chunks through the chunk executor and the safety supervisor at 100 Hz, no rendering; the real-time
+factor is sim seconds per wall second (the graph's own work included, DDS excluded).
 Rendering: each robot-config camera at each size, with wall_oss_core.sim.aloha.RenderSettings
 (shadows, reflections, multisampling off) and with all three on (MuJoCo's defaults and the scene's
 4096² shadow map). With cameras at `--camera-hz`, the last column is the share of one core that
@@ -18,7 +19,7 @@ from wall_oss_core.paths import share_file
 from wall_oss_core.robot.config import load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.aloha import CAMERAS, AlohaSim, RenderSettings
-from wall_oss_core.sim.episode import run_episode
+from wall_oss_core.sim.episode import EpisodeRunner
 from wall_oss_core.sim.expert import ScriptedExpert
 from wall_oss_core.sim.tasks import ProgressTracker, load_tasks
 
@@ -29,7 +30,7 @@ def physics_realtime_factor(robot, kinematics, tasks, seconds: float) -> tuple[f
     expert = ScriptedExpert(kinematics, tasks, sim.object_poses)
     tracker = ProgressTracker(task, tasks.groups, sim)
     start = time.perf_counter()
-    result = run_episode(sim, expert, tracker, kinematics, task.instructions[0], seconds)
+    result = EpisodeRunner(sim, expert, kinematics).run(tracker, task.instructions[0], seconds)
     return seconds / (time.perf_counter() - start), result.progress
 
 
@@ -48,7 +49,7 @@ def render_ms(robot, settings: RenderSettings, camera: str, repeats: int) -> flo
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=9.0, help="sim time of the physics episode")
+    parser.add_argument("--seconds", type=float, default=9.5, help="sim time of the physics episode")
     parser.add_argument("--repeats", type=int, default=20, help="frames per camera and setting")
     parser.add_argument("--camera-hz", type=float, default=15.0)
     parser.add_argument("--sizes", default="224x224,480x640", help="HxW,...")

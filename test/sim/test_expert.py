@@ -1,5 +1,6 @@
-"""The scripted expert in physics: it does the tasks (task progress from the MuJoCo state), follows the
-instruction (also when it changes mid-episode), and speaks the policy interface's chunks."""
+"""The scripted expert in physics: it does the tasks (task progress from the MuJoCo state) with its
+chunks going through the chunk executor and the safety supervisor, follows the instruction (also when it
+changes mid-episode), and speaks the policy interface's chunks."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,11 +11,11 @@ from wall_oss_core.policy.interface import Policy, PolicyError
 from wall_oss_core.robot.config import load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.aloha import AlohaSim
-from wall_oss_core.sim.episode import observe, run_episode
+from wall_oss_core.sim.episode import EpisodeRunner, observe
 from wall_oss_core.sim.expert import ScriptedExpert
 from wall_oss_core.sim.tasks import ProgressTracker, load_tasks
 
-EPISODE = 9.0  # [s] the hand-over plan's length
+EPISODE = 9.5  # [s] the hand-over plan's length
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,10 @@ def test_expert_transfers_the_cube_in_physics(robot, kinematics, tasks, seed):
     expert = ScriptedExpert(kinematics, tasks, sim.object_poses)
     assert isinstance(expert, Policy)
     tracker = ProgressTracker(task, tasks.groups, sim)
-    result = run_episode(sim, expert, tracker, kinematics, task.instructions[1], EPISODE)
+    result = EpisodeRunner(sim, expert, kinematics).run(tracker, task.instructions[1], EPISODE)
     assert result.progress >= 95 and result.success, result
+    assert result.rejected_chunks == 0
+    assert result.limited_ticks < 10, "the supervisor hardly ever has to correct the expert"
     assert 0 < result.time_to_success < EPISODE
     # the cube stays in the left gripper, up in the air, after the right one let go
     cube = sim.object_poses()["box"][:3, 3]
@@ -51,8 +54,8 @@ def test_expert_inserts_the_peg_in_physics(robot, kinematics, tasks):
     task = tasks["insertion"]
     sim = AlohaSim(robot, task.scene, seed=3)
     tracker = ProgressTracker(task, tasks.groups, sim)
-    result = run_episode(sim, ScriptedExpert(kinematics, tasks, sim.object_poses), tracker, kinematics,
-                         task.instructions[0], 8.0)
+    result = EpisodeRunner(sim, ScriptedExpert(kinematics, tasks, sim.object_poses), kinematics).run(
+        tracker, task.instructions[0], 8.0)
     assert result.progress >= 95 and result.success, result
     assert result.reached["grasped_both"]
     # the peg ends inside the socket's mouth, lined up with it
@@ -66,16 +69,17 @@ def test_the_instruction_chooses_the_cube_and_a_new_one_changes_the_goal(robot, 
     red = ProgressTracker(tasks["hand_over_red_cube"], tasks.groups, sim)
     green = ProgressTracker(tasks["hand_over_green_cube"], tasks.groups, sim)
     both = _Both(red, green)
-    run_episode(sim, expert, both, kinematics, "hand over the green cube", 1.0)
+    runner = EpisodeRunner(sim, expert, kinematics)
+    runner.run(both, "hand over the green cube", 1.0)
     assert expert.task.name == "hand_over_green_cube"
-    run_episode(sim, expert, both, kinematics, "Give the red cube to the left arm.", EPISODE)
+    runner.run(both, "Give the red cube to the left arm.", EPISODE)
     assert expert.task.name == "hand_over_red_cube"
     assert red.progress >= 95 and red.success
     assert green.progress == 0
 
 
 class _Both:
-    """Scores two tasks on one episode (run_episode takes one tracker)."""
+    """Scores two tasks on one episode (a run takes one tracker)."""
 
     def __init__(self, first: ProgressTracker, second: ProgressTracker):
         self.first, self.second = first, second
@@ -120,7 +124,8 @@ def test_plans_stay_within_the_joint_limits_and_workspaces_the_supervisor_enforc
         acceleration = np.diff(velocity, axis=0) / expert.dt
         assert np.all(plan >= limits.lower - 1e-9) and np.all(plan <= limits.upper + 1e-9)
         assert np.all(np.abs(velocity) <= limits.velocity)
-        assert np.all(np.abs(acceleration) <= limits.acceleration)
+        # headroom for the executor's stitching and the supervisor's per-tick budget
+        assert np.all(np.abs(acceleration) <= 0.6 * limits.acceleration)
         for q in plan[::5]:
             for arm, pose in kinematics.ee_poses(q).items():
                 assert robot.arm(arm).workspace.contains(pose[:3, 3]), (task_name, seed, arm, pose[:3, 3])

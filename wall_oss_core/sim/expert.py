@@ -20,8 +20,10 @@ from wall_oss_core.policy.interface import Chunk, Observation, PolicyError
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.tasks import Task, TaskSet
 
-GRIPPER_OPEN = 0.057    # [m] finger slide fully open (MJCF range)
-GRIPPER_CLOSED = 0.021  # commanded when grasping: the fingers stop on the object and squeeze it
+# Gripper commands 1 mm inside the finger slide's range (0.021–0.057 m), so that the executor's
+# spline never asks the supervisor for a position beyond the limit.
+GRIPPER_OPEN = 0.056
+GRIPPER_CLOSED = 0.022  # the fingers stop on the object and squeeze it
 FINGERTIP = 0.024       # [m] from the TCP to the fingertips along the gripper's x axis
 
 # Gripper orientations in the world (columns: the gripper's x = pointing, y = closing, z axes).
@@ -41,6 +43,18 @@ class Waypoint:
     gripper: float
 
 
+def _pick(start: Waypoint, grasp: np.ndarray, rotation: np.ndarray) -> list[Waypoint]:
+    """From the start pose down onto `grasp` (a TCP position) from 10 cm above, close, lift 12 cm (t = 3.8 s)."""
+    return [
+        start,
+        Waypoint(1.5, grasp + [0.0, 0.0, 0.10], rotation, GRIPPER_OPEN),
+        Waypoint(2.3, grasp, rotation, GRIPPER_OPEN),
+        Waypoint(2.5, grasp, rotation, GRIPPER_OPEN),
+        Waypoint(3.0, grasp, rotation, GRIPPER_CLOSED),
+        Waypoint(3.8, grasp + [0.0, 0.0, 0.12], rotation, GRIPPER_CLOSED),
+    ]
+
+
 def _hand_over(objects: dict[str, np.ndarray], start: dict[str, Waypoint], expert: dict) -> dict[str, list[Waypoint]]:
     """Right arm picks the cube from above by its upper half, turns it towards the left arm, which takes
     the half that sticks out past the right fingertips with its fingers closing vertically."""
@@ -49,42 +63,24 @@ def _hand_over(objects: dict[str, np.ndarray], start: dict[str, Waypoint], exper
     right_tip = meet[0] - FINGERTIP                    # the cube's centre sits at the right fingertips
     left_tcp = np.array([right_tip - 0.006 - FINGERTIP, meet[1], meet[2]])  # left tips stop 6 mm short
     grasp = cube + [0.0, 0.0, FINGERTIP]               # right fingertips at the cube's centre height
-    right = [
-        start["right"],
-        Waypoint(1.5, cube + [0.0, 0.0, 0.10], RIGHT_DOWN, GRIPPER_OPEN),
-        Waypoint(2.3, grasp, RIGHT_DOWN, GRIPPER_OPEN),
-        Waypoint(2.5, grasp, RIGHT_DOWN, GRIPPER_OPEN),
-        Waypoint(2.9, grasp, RIGHT_DOWN, GRIPPER_CLOSED),
-        Waypoint(3.7, cube + [0.0, 0.0, 0.14], RIGHT_DOWN, GRIPPER_CLOSED),
-        Waypoint(5.0, meet, RIGHT_TOWARDS_LEFT, GRIPPER_CLOSED),
-        Waypoint(7.0, meet, RIGHT_TOWARDS_LEFT, GRIPPER_CLOSED),
-        Waypoint(7.4, meet, RIGHT_TOWARDS_LEFT, GRIPPER_OPEN),
-        Waypoint(8.2, meet + [0.10, 0.0, 0.0], RIGHT_TOWARDS_LEFT, GRIPPER_OPEN),
-        Waypoint(9.0, meet + [0.10, 0.0, 0.0], RIGHT_TOWARDS_LEFT, GRIPPER_OPEN),
+    right = _pick(start["right"], grasp, RIGHT_DOWN) + [
+        Waypoint(5.5, meet, RIGHT_TOWARDS_LEFT, GRIPPER_CLOSED),
+        Waypoint(7.2, meet, RIGHT_TOWARDS_LEFT, GRIPPER_CLOSED),
+        Waypoint(7.7, meet, RIGHT_TOWARDS_LEFT, GRIPPER_OPEN),
+        Waypoint(8.7, meet + [0.10, 0.0, 0.0], RIGHT_TOWARDS_LEFT, GRIPPER_OPEN),
+        Waypoint(9.5, meet + [0.10, 0.0, 0.0], RIGHT_TOWARDS_LEFT, GRIPPER_OPEN),
     ]
     left = [
         start["left"],
         Waypoint(4.0, left_tcp - [0.08, 0.0, 0.0], LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_OPEN),
-        Waypoint(5.5, left_tcp - [0.08, 0.0, 0.0], LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_OPEN),
-        Waypoint(6.3, left_tcp, LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_OPEN),
-        Waypoint(6.9, left_tcp, LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_CLOSED),
-        Waypoint(7.4, left_tcp, LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_CLOSED),
-        Waypoint(8.2, left_tcp - [0.10, 0.0, 0.0], LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_CLOSED),
-        Waypoint(9.0, left_tcp - [0.10, 0.0, 0.0], LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_CLOSED),
+        Waypoint(5.8, left_tcp - [0.08, 0.0, 0.0], LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_OPEN),
+        Waypoint(6.6, left_tcp, LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_OPEN),
+        Waypoint(7.1, left_tcp, LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_CLOSED),
+        Waypoint(7.7, left_tcp, LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_CLOSED),
+        Waypoint(8.7, left_tcp - [0.10, 0.0, 0.0], LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_CLOSED),
+        Waypoint(9.5, left_tcp - [0.10, 0.0, 0.0], LEFT_TOWARDS_RIGHT_ROLLED, GRIPPER_CLOSED),
     ]
     return {"left": left, "right": right}
-
-
-def _pick(start: Waypoint, grasp: np.ndarray, rotation: np.ndarray) -> list[Waypoint]:
-    """From the start pose down onto `grasp` (a TCP position) from 10 cm above, close, lift 12 cm (t = 3.7 s)."""
-    return [
-        start,
-        Waypoint(1.5, grasp + [0.0, 0.0, 0.10], rotation, GRIPPER_OPEN),
-        Waypoint(2.3, grasp, rotation, GRIPPER_OPEN),
-        Waypoint(2.5, grasp, rotation, GRIPPER_OPEN),
-        Waypoint(2.9, grasp, rotation, GRIPPER_CLOSED),
-        Waypoint(3.7, grasp + [0.0, 0.0, 0.12], rotation, GRIPPER_CLOSED),
-    ]
 
 
 def _insert(objects: dict[str, np.ndarray], start: dict[str, Waypoint], expert: dict) -> dict[str, list[Waypoint]]:
