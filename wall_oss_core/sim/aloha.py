@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,12 +286,15 @@ class AlohaSim:
             raise KeyError(f"no ALOHA camera {camera!r}; cameras are {sorted(CAMERAS)}")
         if self._renderer is None:
             self._renderer = make_renderer(self.model, self._render_settings)
+            # freed with the sim or at interpreter exit, while EGL is still there (a renderer left to
+            # the garbage collector at shutdown raises EGL errors)
+            self._release = weakref.finalize(self, self._renderer.close)
         self._renderer.update_scene(self.data, camera=CAMERAS[camera])
         return self._renderer.render()
 
     def close(self) -> None:
         if self._renderer is not None:
-            self._renderer.close()
+            self._release()
             self._renderer = None
 
 
