@@ -109,6 +109,10 @@ def test_chunks_are_joint_targets_in_command_order_continuing_one_plan(robot, ki
     np.testing.assert_allclose(later.actions[:10], first.actions[10:])
     with pytest.raises(PolicyError, match="names no known task"):
         expert.predict(observe(sim, kinematics, "dance"))
+    with_images = observe(sim, kinematics, instruction, cameras=("face_view", "left_wrist_view"))
+    assert set(with_images.images) == {"face_view", "left_wrist_view"}
+    assert with_images.images["face_view"].shape == (224, 224, 3)
+    np.testing.assert_allclose(with_images.ee_poses["left"], kinematics.ee_poses(sim.joint_positions())["left"])
 
 
 @pytest.mark.parametrize("task_name", ["transfer_cube", "insertion", "hand_over_red_cube", "hand_over_green_cube"])

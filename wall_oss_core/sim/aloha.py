@@ -56,8 +56,8 @@ class ObjectRegion:
 class SceneSpec:
     """An ALOHA scene: a gym-aloha MJCF file, objects added to it, and where reset places them.
 
-    `regions` in one group share one draw order so that the objects of a group never overlap: the
-    group's boxes are assigned to its bodies in a random order."""
+    With `shuffle_regions`, the regions (disjoint boxes) are dealt to the bodies in a random order, so
+    the objects never overlap and either may be on either side."""
 
     mjcf: str
     regions: tuple[ObjectRegion, ...]
