@@ -5,6 +5,9 @@ or `/<controller>/joint_trajectory` as trajectory_msgs/JointTrajectory, as confi
 selects), integrates the joints with `wall_oss_core.sim.kinematic_arm.ArmDynamics` on a timer, publishes
 `/joint_states`, and renders the face and wrist cameras in a child process (`CameraProcess`: rendering
 takes ~10 ms a camera in Python and, in a thread, would delay the physics timer through the GIL).
+A robot config with `sim: {backend: aloha_mujoco}` (config/aloha.yaml) is simulated in MuJoCo instead
+(`wall_oss_core.sim.aloha`: physics with contacts, objects placed from the `seed` parameter, the
+MJCF's cameras); the node's topics and behaviour stay the same.
 Malformed commands are rejected, counted and logged.
 """
 from __future__ import annotations
@@ -55,6 +58,8 @@ class SimArmParams:
     publish_compressed_images: bool = False
     jpeg_quality: int = 85
     initial_positions: tuple[float, ...] = ()
+    scene: str = ""
+    seed: int = 0
 
 
 _DESCRIPTIONS = {
@@ -72,6 +77,8 @@ _DESCRIPTIONS = {
     "publish_compressed_images": ("publish sensor_msgs/CompressedImage (JPEG) on <camera topic>/compressed", None),
     "jpeg_quality": ("JPEG quality of compressed images", IntegerRange(from_value=1, to_value=100)),
     "initial_positions": ("start positions of the command joints; empty = the config's home pose", None),
+    "scene": ("MuJoCo robots: the scene (transfer_cube, insertion, two_cubes); empty = the robot config's", None),
+    "seed": ("MuJoCo robots: seed of the object placement", IntegerRange(from_value=0, to_value=2**31 - 1)),
 }
 
 
@@ -87,10 +94,16 @@ class SimArmNode(Node):
         if initial.shape != (len(self.robot.command_joints),) or not np.all(np.isfinite(initial)):
             raise ValueError(f"initial_positions needs {len(self.robot.command_joints)} finite values "
                              f"({', '.join(self.robot.command_joints)}), got {list(self.params.initial_positions)}")
-        self.dynamics = ArmDynamics.for_robot(
-            self.kinematics, initial,
-            ArmDynamicsConfig(lag_time_constant=self.params.lag_time_constant,
-                              acceleration_headroom=self.params.acceleration_headroom))
+        if self.robot.simulator == "aloha_mujoco":
+            from wall_oss_core.sim.aloha import AlohaArmDynamics, AlohaSim
+
+            scene = AlohaSim(self.robot, self.params.scene or self.robot.sim_scene, seed=self.params.seed)
+            self.dynamics = AlohaArmDynamics(scene, initial)
+        else:
+            self.dynamics = ArmDynamics.for_robot(
+                self.kinematics, initial,
+                ArmDynamicsConfig(lag_time_constant=self.params.lag_time_constant,
+                                  acceleration_headroom=self.params.acceleration_headroom))
         self._lock = threading.Lock()
         self._trajectories: dict[str, tuple[np.ndarray, TrajectoryTarget]] = {}
         self.rejected_commands = 0
@@ -117,7 +130,7 @@ class SimArmNode(Node):
         self.get_logger().info(
             f"simulating {len(self.robot.command_joints)} joints at {self.params.physics_rate_hz:g} Hz "
             f"({self.robot.controller_interface} controllers: {', '.join(self._controller_joints)}); "
-            f"cameras at {self.params.camera_rate_hz:g} Hz")
+            f"cameras at {self.params.camera_rate_hz:g} Hz; {self.robot.simulator} simulator")
 
     def _controller_layout(self) -> dict[str, np.ndarray]:
         """Controller name → indices of its joints in the command vector (arm joints, or the gripper)."""
@@ -196,7 +209,8 @@ class SimArmNode(Node):
         params = self.params
         settings = CameraSettings(width=params.image_width, height=params.image_height,
                                   horizontal_fov_deg=params.camera_fov_deg, raw=params.publish_raw_images,
-                                  jpeg=params.publish_compressed_images, jpeg_quality=params.jpeg_quality)
+                                  jpeg=params.publish_compressed_images, jpeg_quality=params.jpeg_quality,
+                                  scene=params.scene)
         self._cameras = CameraProcess(str(self.robot.source), settings)
         self._camera_pubs = {}
         for camera in self.robot.cameras:
@@ -213,10 +227,10 @@ class SimArmNode(Node):
         next_time = time.monotonic()
         while not self._stop.is_set() and self.context.ok():
             with self._lock:
-                positions = self.dynamics.positions.copy()
+                state = self.dynamics.render_state()
             stamp = self.get_clock().now().to_msg()
             try:
-                frames = self._cameras.render(positions)
+                frames = self._cameras.render(state)
             except RuntimeError as error:
                 self.get_logger().error(f"cameras stopped: {error}")
                 return

@@ -17,6 +17,9 @@ from wall_oss_core.paths import share_file
 ActionSpaceName = Literal["wall_oss_ee_relative", "joint_position"]
 ControllerInterface = Literal["forward_command", "joint_trajectory"]
 ACTION_SPACES: tuple[str, ...] = ("wall_oss_ee_relative", "joint_position")
+# How sim_arm_node simulates the robot: "kinematic" (joint dynamics on the URDF, flat-shaded
+# renderer) or "aloha_mujoco" (the ALOHA scene in MuJoCo, wall_oss_core.sim.aloha).
+SIMULATORS: tuple[str, ...] = ("kinematic", "aloha_mujoco")
 CONTROLLER_INTERFACES: tuple[str, ...] = ("forward_command", "joint_trajectory")
 
 
@@ -46,6 +49,7 @@ class ArmConfig:
     home: np.ndarray
     controller: str
     gripper_controller: str
+    gripper_home: float = 0.02  # gripper opening at home (grippers differ in range)
 
     @property
     def command_joints(self) -> tuple[str, ...]:
@@ -72,6 +76,8 @@ class RobotConfig:
     max_acceleration_gripper: float
     position_margin_revolute: float
     position_margin_gripper: float
+    simulator: str = "kinematic"
+    sim_scene: str = ""  # the simulator's default scene (aloha_mujoco: a wall_oss_core.sim.aloha scene)
     source: Path = field(default=Path())
 
     @property
@@ -90,8 +96,8 @@ class RobotConfig:
         raise KeyError(f"no arm named {name!r}; arms are {[a.name for a in self.arms]}")
 
     def home_positions(self) -> np.ndarray:
-        """Home of every command joint (grippers half open)."""
-        return np.concatenate([np.append(arm.home, 0.02) for arm in self.arms])
+        """Home of every command joint (each arm's home, then its gripper_home)."""
+        return np.concatenate([np.append(arm.home, arm.gripper_home) for arm in self.arms])
 
 
 def _require(mapping: dict, key: str, where: str):
@@ -140,6 +146,7 @@ def load_robot_config(path: str | Path) -> RobotConfig:
             home=_vector(_require(arm, "home", arm_where), len(joints), arm_where + ".home"),
             controller=_require(arm, "controller", arm_where),
             gripper_controller=_require(arm, "gripper_controller", arm_where),
+            gripper_home=float(arm.get("gripper_home", 0.02)),
         ))
     if [a.name for a in arms] != ["left", "right"]:
         raise ConfigError(f"{where}: arms must be exactly 'left' then 'right', got {[a.name for a in arms]}")
@@ -154,6 +161,10 @@ def load_robot_config(path: str | Path) -> RobotConfig:
     interface = raw.get("controller_interface", "forward_command")
     if interface not in CONTROLLER_INTERFACES:
         raise ConfigError(f"{where}: controller_interface must be one of {CONTROLLER_INTERFACES}, got {interface!r}")
+    sim = raw.get("sim") or {}
+    simulator = sim.get("backend", "kinematic")
+    if simulator not in SIMULATORS:
+        raise ConfigError(f"{where}: sim.backend must be one of {SIMULATORS}, got {simulator!r}")
     accel = _require(raw, "max_acceleration", where)
     margin = _require(raw, "position_margin", where)
     return RobotConfig(
@@ -167,6 +178,8 @@ def load_robot_config(path: str | Path) -> RobotConfig:
         max_acceleration_gripper=float(_require(accel, "gripper", where + ": max_acceleration")),
         position_margin_revolute=float(_require(margin, "revolute", where + ": position_margin")),
         position_margin_gripper=float(_require(margin, "gripper", where + ": position_margin")),
+        simulator=simulator,
+        sim_scene=str(sim.get("scene", "")),
         source=path,
     )
 

@@ -99,6 +99,10 @@ class ArmDynamics:
             self.positions = np.clip(self.positions, self.lower, self.upper)
             self.velocities[stopped] = 0.0
 
+    def render_state(self) -> np.ndarray:
+        """What the camera process draws the arm from: the joint positions."""
+        return self.positions.copy()
+
 
 class TrajectoryTarget:
     """Position targets of a joint-trajectory controller: linear in time through the points, holding the last.
@@ -369,25 +373,33 @@ class CameraSettings:
     raw: bool = True           # return RGB bytes
     jpeg: bool = False         # return JPEG bytes
     jpeg_quality: int = 85
+    scene: str = ""            # aloha_mujoco robots: the scene (empty = the robot config's)
 
 
 def render_worker(robot_config_path: str, settings: CameraSettings, connection) -> None:
-    """Loop of the camera process: joint positions in, {camera: (rgb bytes | None, jpeg bytes | None)}
-    out, until it receives None. Ctrl-C is left to the parent, which stops the worker."""
+    """Loop of the camera process: the simulator's render state in (joint positions, or the full MuJoCo
+    configuration for aloha_mujoco robots), {camera: (rgb bytes | None, jpeg bytes | None)} out, until
+    it receives None. Ctrl-C is left to the parent, which stops the worker."""
     import signal
 
     from wall_oss_core.robot.config import load_robot_config
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    renderer = SceneRenderer(BimanualKinematics(load_robot_config(robot_config_path)), settings.width,
-                             settings.height, settings.horizontal_fov_deg)
+    robot = load_robot_config(robot_config_path)
+    if robot.simulator == "aloha_mujoco":
+        from wall_oss_core.sim.aloha import AlohaCameras
+
+        renderer = AlohaCameras(robot, settings.scene or robot.sim_scene, settings.width, settings.height)
+    else:
+        renderer = SceneRenderer(BimanualKinematics(robot), settings.width, settings.height,
+                                 settings.horizontal_fov_deg)
     connection.send("ready")
     while True:
-        positions = connection.recv()
-        if positions is None:
+        state = connection.recv()
+        if state is None:
             return
         frames = {}
-        for name, rgb in renderer.render(positions).items():
+        for name, rgb in renderer.render(state).items():
             jpeg = None
             if settings.jpeg:
                 ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
@@ -414,10 +426,11 @@ class CameraProcess:
             self.close()
             raise RuntimeError(f"the camera process did not start within {startup_timeout:g} s")
 
-    def render(self, positions: np.ndarray, timeout: float = 10.0) -> dict[str, tuple[bytes | None, bytes | None]]:
-        """Frames of every camera for these joint positions; RuntimeError if the process is gone or stuck."""
+    def render(self, state: np.ndarray, timeout: float = 10.0) -> dict[str, tuple[bytes | None, bytes | None]]:
+        """Frames of every camera for this render state (`render_state()` of the dynamics); RuntimeError
+        if the process is gone or stuck."""
         try:
-            self._connection.send(np.asarray(positions, dtype=float))
+            self._connection.send(np.asarray(state, dtype=float))
             if not self._connection.poll(timeout):
                 raise RuntimeError(f"the camera process did not answer within {timeout:g} s")
             return self._connection.recv()
