@@ -64,7 +64,9 @@ def write_synthetic_bag(path: Path, *, duration: float = 3.0, action_space: str 
                         storage: str = "mcap", joint_rate: float = 50.0, camera_rate: float = 10.0,
                         chunk_rate: float = 2.0, horizon: int = 8, dt: float = 0.1,
                         image_size: tuple[int, int] = (32, 24), with_chunks: bool = True,
-                        namespace: str = "wall_oss") -> SyntheticBag:
+                        namespace: str = "wall_oss", camera_gap: tuple[float, float] | None = None
+                        ) -> SyntheticBag:
+    """camera_gap: no camera frames stamped in [start, end) seconds (a dropped camera)."""
     robot = load_robot_config(default_config_path())
     kinematics = BimanualKinematics(robot)
     store = wall_oss_typestore()
@@ -82,6 +84,8 @@ def write_synthetic_bag(path: Path, *, duration: float = 3.0, action_space: str 
     frame_times = np.arange(0.0, duration, 1.0 / camera_rate)
     width, height = image_size
     for index, t in enumerate(frame_times):
+        if camera_gap is not None and camera_gap[0] <= t < camera_gap[1]:
+            continue
         pixels = frame_pixels(index, width, height)
         for camera in robot.cameras:
             image = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=pixels.tobytes())
