@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import StoragePlugin, Writer
+from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -133,10 +134,13 @@ def storage_file(bag: Path) -> Path:
 
 
 class PerturbedPolicy:
-    """The replay backend with a known error: a constant offset on some dimensions and/or a time shift."""
+    """The replay backend with a known error: offsets on some dimensions (a constant, or one value per chunk
+    step), a yaw [deg per step] about the base z axis applied to an arm's relative rotation
+    (wall_oss_ee_relative: the predicted orientation becomes Rz(yaw) · R), and/or a time shift."""
 
-    def __init__(self, replay: ReplayPolicy, offsets: dict[str, float] | None = None, delay: float = 0.0):
-        self.replay, self.offsets, self.delay = replay, offsets or {}, delay
+    def __init__(self, replay: ReplayPolicy, offsets: dict[str, float | np.ndarray] | None = None,
+                 delay: float = 0.0, yaw_deg: dict[str, np.ndarray] | None = None):
+        self.replay, self.offsets, self.delay, self.yaw_deg = replay, offsets or {}, delay, yaw_deg or {}
         self.action_space, self.action_names = replay.action_space, replay.action_names
 
     def predict(self, observation):
@@ -144,6 +148,11 @@ class PerturbedPolicy:
         actions = chunk.actions.copy()
         for name, offset in self.offsets.items():
             actions[:, chunk.action_names.index(name)] += offset
+        for arm, yaw in self.yaw_deg.items():
+            block = actions[:, aspace.arm_block(arm)]
+            yaw_rotation = Rotation.from_euler("z", np.asarray(yaw)[:, None], degrees=True).as_matrix()
+            block[:, 3:9] = aspace.rotation_to_6d(yaw_rotation @ aspace.rotation_from_6d(block[:, 3:9]))
+            actions[:, aspace.arm_block(arm)] = block
         return Chunk(actions=actions, dt=chunk.dt, action_space=chunk.action_space, action_names=chunk.action_names,
                      stamp=chunk.stamp, instruction=chunk.instruction,
                      first_action_offset=chunk.first_action_offset + self.delay)
