@@ -26,9 +26,8 @@ echo "[lerobot-env] building $VENV" >&2
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --progress-bar off 'torch==2.13.0'
+"${PIP[@]}" install --progress-bar off 'torch==2.13.0' 'datasets>=4,<5' 'huggingface-hub>=0.34.2,<0.36' \
+  'av>=15,<16' 'packaging>=24.2,<26' accelerate pillow
 "${PIP[@]}" install --progress-bar off --no-deps 'lerobot==0.4.4' 'torchvision==0.25.0'
-"${PIP[@]}" install --progress-bar off 'datasets>=4,<5' 'huggingface-hub>=0.34.2,<0.36' 'av>=15,<16' \
-  'packaging>=24.2,<26' accelerate pillow
 echo "$HASH" > "$STAMP"
 echo "[lerobot-env] ready" >&2

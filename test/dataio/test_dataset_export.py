@@ -146,6 +146,8 @@ def test_stats_command_and_bad_bags(bags, tmp_path):
     info = export_dataset([tmp_path / "junk.mcap", bags[0].path], out, progress=False)
     assert info["total_episodes"] == 1
     assert "junk.mcap" in (out / "meta" / "wall_oss_export.json").read_text()
+    with pytest.raises(ValueError, match="positive integer"):
+        ExportConfig(fps=12.5)
     with pytest.raises(ExportError, match="no bag could be exported"):
         export_dataset([tmp_path / "junk.mcap"], tmp_path / "none", progress=False)
 
@@ -159,6 +161,11 @@ def test_export_and_stats_command_lines(bags, tmp_path):
                                   "--state-space", "joint_position"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())["total_episodes"] == 1
+    gap = write_synthetic_bag(tmp_path / "gap", duration=3.0, camera_gap=(1.0, 2.0), with_chunks=False)
+    done = subprocess.run(base + ["export-dataset", str(gap.path), "--out", str(tmp_path / "gap_ds")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "2 episodes" in done.stdout and "split at 1 gaps" in done.stdout and "stale_camera" in done.stdout
     done = subprocess.run(base + ["stats", str(bags[0].path), "--out", str(tmp_path / "stats.json")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
