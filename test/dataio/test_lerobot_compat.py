@@ -1,7 +1,8 @@
 """An export loaded, batched, extended and reloaded by the real LeRobot 0.4.4 dataset classes.
 
 LeRobot runs in its own environment, `.venv-lerobot` beside `.venv`, built once by `scripts/lerobot_env.sh`
-(a stamp makes later runs a no-op; about 100 s from scratch here, the CPU torch coming from the local wheel).
+(a stamp makes later runs a no-op). From scratch it takes about 1 min of CPU, 1.5–6 min of wall time on
+this shared 2-core machine depending on load (mostly installing torch); the test itself then takes about 15 s.
 Its smallest working set, with the reasons, is in that script: torch 2.13 CPU, lerobot 0.4.4 and
 torchvision 0.25 installed with --no-deps, and LeRobot's pins of datasets, huggingface-hub, av, packaging
 plus accelerate and pillow; no torchcodec (LeRobot decodes through pyav). The LeRobot side is
