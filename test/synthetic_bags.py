@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import StoragePlugin, Writer
+from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -64,7 +65,9 @@ def write_synthetic_bag(path: Path, *, duration: float = 3.0, action_space: str 
                         storage: str = "mcap", joint_rate: float = 50.0, camera_rate: float = 10.0,
                         chunk_rate: float = 2.0, horizon: int = 8, dt: float = 0.1,
                         image_size: tuple[int, int] = (32, 24), with_chunks: bool = True,
-                        namespace: str = "wall_oss") -> SyntheticBag:
+                        namespace: str = "wall_oss", camera_gap: tuple[float, float] | None = None
+                        ) -> SyntheticBag:
+    """camera_gap: no camera frames stamped in [start, end) seconds (a dropped camera)."""
     robot = load_robot_config(default_config_path())
     kinematics = BimanualKinematics(robot)
     store = wall_oss_typestore()
@@ -82,6 +85,8 @@ def write_synthetic_bag(path: Path, *, duration: float = 3.0, action_space: str 
     frame_times = np.arange(0.0, duration, 1.0 / camera_rate)
     width, height = image_size
     for index, t in enumerate(frame_times):
+        if camera_gap is not None and camera_gap[0] <= t < camera_gap[1]:
+            continue
         pixels = frame_pixels(index, width, height)
         for camera in robot.cameras:
             image = Image(height=height, width=width, encoding="rgb8", step=width * 3, data=pixels.tobytes())
@@ -129,10 +134,13 @@ def storage_file(bag: Path) -> Path:
 
 
 class PerturbedPolicy:
-    """The replay backend with a known error: a constant offset on some dimensions and/or a time shift."""
+    """The replay backend with a known error: offsets on some dimensions (a constant, or one value per chunk
+    step), a yaw [deg per step] about the base z axis applied to an arm's relative rotation
+    (wall_oss_ee_relative: the predicted orientation becomes Rz(yaw) · R), and/or a time shift."""
 
-    def __init__(self, replay: ReplayPolicy, offsets: dict[str, float] | None = None, delay: float = 0.0):
-        self.replay, self.offsets, self.delay = replay, offsets or {}, delay
+    def __init__(self, replay: ReplayPolicy, offsets: dict[str, float | np.ndarray] | None = None,
+                 delay: float = 0.0, yaw_deg: dict[str, np.ndarray] | None = None):
+        self.replay, self.offsets, self.delay, self.yaw_deg = replay, offsets or {}, delay, yaw_deg or {}
         self.action_space, self.action_names = replay.action_space, replay.action_names
 
     def predict(self, observation):
@@ -140,6 +148,11 @@ class PerturbedPolicy:
         actions = chunk.actions.copy()
         for name, offset in self.offsets.items():
             actions[:, chunk.action_names.index(name)] += offset
+        for arm, yaw in self.yaw_deg.items():
+            block = actions[:, aspace.arm_block(arm)]
+            yaw_rotation = Rotation.from_euler("z", np.asarray(yaw)[:, None], degrees=True).as_matrix()
+            block[:, 3:9] = aspace.rotation_to_6d(yaw_rotation @ aspace.rotation_from_6d(block[:, 3:9]))
+            actions[:, aspace.arm_block(arm)] = block
         return Chunk(actions=actions, dt=chunk.dt, action_space=chunk.action_space, action_names=chunk.action_names,
                      stamp=chunk.stamp, instruction=chunk.instruction,
                      first_action_offset=chunk.first_action_offset + self.delay)

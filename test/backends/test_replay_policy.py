@@ -13,7 +13,7 @@ from wall_oss_core.backends.replay import (
     save_recording,
 )
 from wall_oss_core.data.bag_types import wall_oss_typestore
-from wall_oss_core.policy.interface import Chunk, Observation, Policy, PolicyError
+from wall_oss_core.policy.interface import Chunk, Observation, PolicyError
 
 NAMES = [f"joint_{i}" for i in range(3)]
 HORIZON, DT = 5, 0.05
@@ -37,8 +37,14 @@ def served_index(chunk: Chunk) -> int:
     return int(round(chunk.actions[0, 0]))
 
 
-def test_replay_policy_is_a_policy():
-    assert isinstance(ReplayPolicy(Recording(recorded_chunks())), Policy)
+def test_replay_policy_declares_the_space_and_names_of_the_chunks_it_serves():
+    """What a node reads from a Policy before any chunk (action_space, action_names) matches what predict
+    returns, and the served chunk is stamped with the observation it answers."""
+    policy = ReplayPolicy(Recording(recorded_chunks()), alignment="relative")
+    assert (policy.action_space, list(policy.action_names)) == ("joint_position", NAMES)
+    chunk = policy.predict(observation(7000.0))
+    assert (chunk.action_space, list(chunk.action_names)) == (policy.action_space, list(policy.action_names))
+    assert chunk.stamp == 7000.0 and chunk.actions.shape == (HORIZON, len(NAMES))
 
 
 def test_relative_alignment_serves_the_latest_started_chunk_with_recorded_timing():

@@ -8,7 +8,7 @@ import torch
 from wall_oss_core.backends.wall_oss import WallOssPolicy, WallOssPolicyConfig
 from wall_oss_core.model.checkpoint_generator import CAMERAS, generate_checkpoint
 from wall_oss_core.policy.action_space import ee_state_vector, wall_oss_names
-from wall_oss_core.policy.interface import Observation, Policy, PolicyError
+from wall_oss_core.policy.interface import Observation, PolicyError
 
 
 def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -47,7 +47,6 @@ def checkpoint(request, tmp_path_factory):
 def test_predict_returns_the_pipeline_chunk_in_the_standard_space(checkpoint):
     generation, directory = checkpoint
     policy = WallOssPolicy(WallOssPolicyConfig(str(directory), seed=5))
-    assert isinstance(policy, Policy)
     observation = _observation()
     chunk = policy.predict(observation)
     assert chunk.actions.shape == (32, 26) and chunk.actions.dtype == np.float64

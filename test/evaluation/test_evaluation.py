@@ -61,6 +61,37 @@ def test_joint_offset_gives_exactly_that_error_on_that_dimension(joint_bag, tmp_
     assert metrics["end_effector"]["right"]["position_error_mm"]["max"] < 1e-6
 
 
+def test_step_varying_error_separates_rmse_from_mae(joint_bag):
+    """Error k·1 cm on step k of every chunk: MAE = mean|e| and RMSE = sqrt(mean e²) differ, both known."""
+    joint = joint_bag.robot.command_joints[9]
+    horizon = joint_bag.chunks[0].horizon
+    error = 0.01 * np.arange(1, horizon + 1)
+    policy = PerturbedPolicy(_replay(joint_bag), offsets={joint: error})
+    metrics = evaluate_bag(joint_bag.path, policy, config=EvaluationConfig(**QUIET)).metrics
+    mae, rmse = error.mean(), np.sqrt((error ** 2).mean())
+    assert rmse - mae > 0.005  # 0.0505 vs 0.045: a metric computed as the other would fail
+    assert metrics["per_dimension"][joint]["mae"] == pytest.approx(mae, abs=1e-9)
+    assert metrics["per_dimension"][joint]["rmse"] == pytest.approx(rmse, abs=1e-9)
+    width = len(joint_bag.robot.command_joints)
+    assert metrics["overall"]["mae"] == pytest.approx(mae / width, abs=1e-9)
+    assert metrics["overall"]["rmse"] == pytest.approx(rmse / np.sqrt(width), abs=1e-9)
+
+
+def test_known_rotation_error_per_step(ee_bag):
+    """The right arm's predicted orientation yawed by 2° more on each step: the rotation error is exactly
+    that angle (0°, 2°, …, 14°), the position error stays zero and the left arm is untouched."""
+    horizon = ee_bag.chunks[0].horizon
+    yaw = 2.0 * np.arange(horizon)
+    policy = PerturbedPolicy(_replay(ee_bag), yaw_deg={"right": yaw})
+    metrics = evaluate_bag(ee_bag.path, policy, config=EvaluationConfig(**QUIET)).metrics
+    right = metrics["end_effector"]["right"]
+    assert right["rotation_error_deg"]["mean"] == pytest.approx(yaw.mean(), abs=1e-6)
+    assert right["rotation_error_deg"]["max"] == pytest.approx(yaw.max(), abs=1e-6)
+    assert right["rotation_error_deg"]["median"] == pytest.approx(np.median(yaw), abs=1e-6)
+    assert right["position_error_mm"]["max"] < 1e-6
+    assert metrics["end_effector"]["left"]["rotation_error_deg"]["max"] < 1e-4
+
+
 def test_ee_offset_is_reported_in_millimetres_on_its_arm_only(ee_bag):
     policy = PerturbedPolicy(_replay(ee_bag), offsets={"follow_right_ee_cartesian_pos_relative_z": 0.012})
     metrics = evaluate_bag(ee_bag.path, policy, config=EvaluationConfig(ground_truth="joint_states", **QUIET)).metrics

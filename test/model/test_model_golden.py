@@ -8,6 +8,7 @@ them (their values never reach an action).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 
 from wall_oss_core.model.loading import load_model
 from wall_oss_core.model.modeling import InputError, ModelInputs, SamplingTrace
+from wall_oss_core.model.processing import GENERATION_05, ProcessorSettings, WallOssProcessor
 
 GOLDEN = Path(__file__).parents[1] / "data" / "golden"
 TOL = 1e-5
@@ -87,11 +89,28 @@ def test_05_left_padded_batch_from_decoder_inputs(model_05, use_prefix_cache):
     assert_flow_stages(trace, out, case)
 
 
-def test_05_left_padded_batch_vision_tokens_match_their_slots(model_05):
-    """b2's recorded image embeddings sit exactly in its <|image_pad|> rows of the decoder input."""
+def test_05_left_padded_batch_prompt_embedding_from_raw_images(model_05):
+    """b2 holds raw camera images but no pixel values: preprocessing them and running our vision tower and
+    prompt embedding reproduces the recorded image embeddings, and the recorded decoder input on every real
+    prompt row (image slots and text; action rows are replaced by the flow steps, padding never attended)."""
     case = load_file(GOLDEN / "wall_oss_05" / "b2_leftpad.safetensors")
-    slots = case["input_ids"] == model_05.config.token_ids.image_pad
-    assert max_diff(case["decoder_inputs_embeds_step0"][slots], case["vision_embeds"]) == 0.0
+    meta = json.loads((GOLDEN / "wall_oss_05" / "b2_leftpad.json").read_text())
+    cameras = ("face_view", "right_wrist_view")
+    settings = ProcessorSettings(GENERATION_05, cameras, chunk_size=32, action_dim=26, state_dim=26,
+                                 active_action_dims=26, active_state_dims=26, image_longest_side=448)
+    processor = WallOssProcessor.from_checkpoint_dir(GOLDEN / "wall_oss_05" / "checkpoint", settings)
+    batch = processor({c: case[f"raw_observation/observation.images.{c}"] for c in cameras},
+                      case["state_normalized_clamped"], meta["raw_observation"]["task"])
+    assert torch.equal(batch.input_ids, case["input_ids"])
+    inputs = inputs_05(case)
+    inputs.pixel_values = batch.pixel_values
+    trace = SamplingTrace()
+    with torch.no_grad():
+        embeds = model_05.embed_prompt(inputs, trace)
+    assert max_diff(trace.vision_embeds, case["vision_embeds"]) <= TOL
+    prompt_rows = case["attention_mask"].bool() & (case["input_ids"] != model_05.config.token_ids.action)
+    assert int((case["input_ids"][prompt_rows] == model_05.config.token_ids.image_pad).sum()) == len(trace.vision_embeds)
+    assert max_diff(embeds[prompt_rows], case["decoder_inputs_embeds_step0"][prompt_rows]) <= TOL
 
 
 @pytest.mark.parametrize("use_prefix_cache", [True, False], ids=["cached", "recompute"])

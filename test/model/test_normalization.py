@@ -60,8 +60,15 @@ def test_mean_std_and_min_max_round_trip():
                         ("QUANTILES", {"q01": torch.tensor([0.0, -3.0, -2.0]), "q99": torch.tensor([2.0, 1.0, 4.0])})):
         normalizer = FeatureNormalizer.from_stats(mode, stats)
         assert torch.allclose(normalizer.unnormalize(normalizer.normalize(values)), values, atol=1e-6)
-    mean_std = FeatureNormalizer.from_stats("MEAN_STD", {"mean": torch.zeros(1), "std": torch.full((1,), 2.0)})
-    assert torch.allclose(mean_std.normalize(torch.tensor([[4.0]])), torch.tensor([[2.0]]))
+    # worked by hand: MEAN_STD (x - mean) / std; MIN_MAX and QUANTILES map [low, high] to [-1, 1]
+    by_hand = {"MEAN_STD": [[-1.0, -0.5, 0.625], [1.0, 0.5, -0.375]],
+               "MIN_MAX": [[-0.5, -0.5, 2 / 3], [0.5, 0.5, -2 / 3]],
+               "QUANTILES": [[-0.5, -0.5, 2 / 3], [0.5, 0.5, -2 / 3]]}
+    for mode, stats in (("MEAN_STD", {"mean": torch.tensor([1.0, -1.0, 0.5]), "std": torch.tensor([0.5, 2.0, 4.0])}),
+                        ("MIN_MAX", {"min": torch.tensor([0.0, -3.0, -2.0]), "max": torch.tensor([2.0, 1.0, 4.0])}),
+                        ("QUANTILES", {"q01": torch.tensor([0.0, -3.0, -2.0]), "q99": torch.tensor([2.0, 1.0, 4.0])})):
+        normalized = FeatureNormalizer.from_stats(mode, stats).normalize(values)
+        assert torch.allclose(normalized, torch.tensor(by_hand[mode]), atol=1e-6), mode
 
 
 def test_zero_range_uses_eps_instead_of_dividing_by_zero():

@@ -1,8 +1,10 @@
-"""A bag recorded from the real graph evaluates against itself: launch/sim.launch.yaml runs as real
-processes over real DDS (the replay backend serving the scripted demonstration), the recorder writes
-an MCAP bag of everything the graph publishes, and the offline evaluation then replays the bag's own
-chunks (zero error, every instant covered) or the same chunks with a known offset on one dimension
-(exactly that error, on that dimension only) — through the library and through `wall-oss eval`.
+"""A bag recorded from the real graph is evaluated against what the arm did: launch/sim.launch.yaml runs
+as real processes over real DDS (the replay backend serving the scripted demonstration), the recorder
+writes an MCAP bag of everything the graph publishes, and the offline evaluation replays the bag's chunks
+against the recorded `joint_states` (ground truth the chunks did not produce by construction: the arm
+reached them through executor, supervisor and the simulated servos). The error must be the tracking error
+the pipeline explains (servo lag plus command latency times joint speed), and a known offset on one joint
+must show up as that offset on that joint — through the library and through `wall-oss eval`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROBOT_CONFIG, wait_for
 from synthetic_bags import PerturbedPolicy
@@ -22,14 +25,20 @@ from wall_oss_core.evaluation.open_loop import EvaluationConfig, evaluate_bag
 from wall_oss_core.robot.config import RobotConfig, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
+from wall_oss_core.sim.kinematic_arm import ArmDynamicsConfig
 from wall_oss_ros.launch_runner import LaunchRunner, plan_launch, resolve_launch_file
 
 pytestmark = pytest.mark.timeout(180)
 
 RECORD_SECONDS = 7.0  # of graph output after the first action chunk
 MIN_CHUNKS = 20  # the policy caps the replay backend at 10 chunks/s
-OFFSET = 0.04  # [rad] added to one joint by the perturbed policy
+OFFSET = 0.04  # [rad] added to one joint by the perturbed policy (more than its tracking error)
 QUIET = EvaluationConfig(progress=False)
+AGAINST_JOINTS = EvaluationConfig(ground_truth="joint_states", progress=False)
+# what the measured arm may lag behind a chunk's action: the sim servo's first-order lag plus a budget for
+# the command path (executor tick, supervisor, DDS hops, joint-state publication), times the joint's speed
+SERVO_LAG = ArmDynamicsConfig().lag_time_constant
+COMMAND_LATENCY_BUDGET = 0.06  # [s]
 
 
 @dataclass
@@ -144,54 +153,72 @@ def test_bag_holds_every_topic_of_the_graph(recorded_run):
     assert recording.chunks[0].action_space == "joint_position"
 
 
-def test_replaying_the_bags_own_chunks_gives_zero_error(recorded_run, tmp_path):
+def _tracking_bounds(recording) -> dict[str, float]:
+    """Per joint: the mean |velocity| of the chunks' actions times (servo lag + command latency budget), the
+    mean error a joint following its commands that much later would show."""
+    speeds = np.mean([np.abs(np.diff(c.actions, axis=0)).mean(axis=0) / c.dt for c in recording.chunks], axis=0)
+    names = recording.chunks[0].action_names
+    return {name: float(speed) * (SERVO_LAG + COMMAND_LATENCY_BUDGET) for name, speed in zip(names, speeds)}
+
+
+def test_the_bags_chunks_against_the_recorded_joint_states(recorded_run, tmp_path):
     recording = load_recording(recorded_run.bag)
     result = evaluate_bag(recorded_run.bag, ReplayPolicy(recording, alignment="absolute"), tmp_path / "out",
-                          robot_config=ROBOT_CONFIG, config=QUIET)
+                          robot_config=ROBOT_CONFIG, config=AGAINST_JOINTS)
     metrics = result.metrics
-    assert metrics["ground_truth"] == "chunks"
+    assert metrics["ground_truth"] == "joint_states"
     coverage = metrics["coverage"]
     assert coverage["instants"] == len(recording.chunks)
-    assert coverage["evaluated"] > 0 and coverage["evaluated"] + coverage["skipped"] == coverage["instants"]
+    assert coverage["evaluated"] >= MIN_CHUNKS // 2 and coverage["evaluated"] + coverage["skipped"] == coverage["instants"]
     # an instant is skipped only when the bag lacks an input the live node had; the policy never fails
     assert not [reason for reason in coverage["skipped_by_reason"] if reason.startswith("policy error")]
     assert metrics["overall"]["compared_actions"] > 0
     assert set(metrics["per_dimension"]) == set(recording.chunks[0].action_names)
+    bounds = _tracking_bounds(recording)
     for name, values in metrics["per_dimension"].items():
-        assert values["mae"] <= 1e-12 and values["rmse"] <= 1e-12, name
+        assert values["mae"] <= bounds[name] + 1e-4, (name, values, bounds[name])
+    # the arm lags its commands, so the comparison measures something: never exactly zero
+    assert metrics["overall"]["mae"] > 1e-6
     for arm in ("left", "right"):
-        assert metrics["end_effector"][arm]["position_error_mm"]["max"] <= 1e-9
-    # each evaluated instant reproduced the observation of a recorded chunk: same stamp, same actions
+        assert metrics["end_effector"][arm]["position_error_mm"]["mean"] < 20.0
     recorded_stamps = {chunk.stamp for chunk in recording.chunks}
     assert len(result.predicted_chunks) == coverage["evaluated"]
     assert {chunk.stamp for chunk in result.predicted_chunks} <= recorded_stamps
     assert (tmp_path / "out" / "metrics.json").is_file() and (tmp_path / "out" / "report.html").is_file()
 
 
-def test_offset_on_one_joint_gives_exactly_that_error_on_that_joint(recorded_run):
+def test_offset_on_one_joint_shows_up_on_that_joint(recorded_run):
     joint = recorded_run.robot.arm("left").joints[2]
+    recording = load_recording(recorded_run.bag)
+    bounds = _tracking_bounds(recording)
+    unperturbed = evaluate_bag(recorded_run.bag, _own_chunks(recorded_run), robot_config=ROBOT_CONFIG,
+                               config=AGAINST_JOINTS).metrics
+    exact = unperturbed["per_dimension"]
     policy = PerturbedPolicy(_own_chunks(recorded_run), offsets={joint: OFFSET})
-    metrics = evaluate_bag(recorded_run.bag, policy, robot_config=ROBOT_CONFIG, config=QUIET).metrics
+    metrics = evaluate_bag(recorded_run.bag, policy, robot_config=ROBOT_CONFIG, config=AGAINST_JOINTS).metrics
     assert metrics["coverage"]["evaluated"] > 0
-    assert joint in metrics["per_dimension"]
     for name, values in metrics["per_dimension"].items():
-        expected = OFFSET if name == joint else 0.0
-        assert values["mae"] == pytest.approx(expected, abs=1e-9), name
-        assert values["rmse"] == pytest.approx(expected, abs=1e-9), name
+        if name == joint:  # the offset, give or take the tracking error (which is smaller than the offset)
+            assert bounds[name] + 1e-4 < OFFSET
+            assert abs(values["mae"] - OFFSET) <= exact[name]["mae"] + 1e-9, (values, exact[name])
+        else:  # the other joints' errors are untouched
+            assert values["mae"] == pytest.approx(exact[name]["mae"], abs=1e-12), name
     assert metrics["end_effector"]["left"]["position_error_mm"]["mean"] > 1.0  # the left arm's tool moved
-    assert metrics["end_effector"]["right"]["position_error_mm"]["max"] <= 1e-9
+    assert metrics["end_effector"]["right"]["position_error_mm"]["mean"] == pytest.approx(
+        unperturbed["end_effector"]["right"]["position_error_mm"]["mean"], abs=1e-9)
 
 
 def test_eval_command_line_on_the_recorded_bag(recorded_run, tmp_path):
     out = tmp_path / "cli"
     done = subprocess.run([sys.executable, "-m", "wall_oss_ros.cli", "eval", "--bag", str(recorded_run.bag),
                            "--replay", str(recorded_run.bag), "--out", str(out), "--robot-config", str(ROBOT_CONFIG),
-                           "--no-progress"], capture_output=True, text=True, timeout=120, check=False)
+                           "--ground-truth", "joint_states", "--no-progress"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["coverage"]["evaluated"] > 0
-    assert metrics["overall"]["mae"] <= 1e-12
-    assert all(values["mae"] <= 1e-12 for values in metrics["per_dimension"].values())
+    assert metrics["coverage"]["evaluated"] > 0 and metrics["ground_truth"] == "joint_states"
+    bounds = _tracking_bounds(load_recording(recorded_run.bag))
+    assert metrics["overall"]["mae"] > 1e-6 and all(values["mae"] <= bounds[name] + 1e-4
+                                                    for name, values in metrics["per_dimension"].items())
     page = (out / "report.html").read_text()
     assert "plots/left_ee_xyz.png" in page and (out / "plots" / "left_ee_xyz.png").stat().st_size > 1000
     assert (out / "predicted_chunks" / "metadata.yaml").is_file()

@@ -259,11 +259,33 @@ def test_shipped_launch_files_resolve(tmp_path):
             assert {"policy", "chunk_executor", "safety_supervisor", "markers"} <= set(wall_oss)
             assert all(wall_oss[n] == "/wall_oss" for n in ("policy", "chunk_executor", "safety_supervisor"))
             assert ("sim_arm" in wall_oss) == (name == "sim.launch.yaml")
-            assert all(n.env["FASTDDS_DEFAULT_PROFILES_FILE"].endswith("fastdds.xml") for n in plan.nodes)
             assert len(plan.skipped) == 2 and {s.split(":")[0] for s in plan.skipped} == {"robot_state_publisher",
                                                                                           "rviz2"}
         finally:
             plan.cleanup()
+
+
+def test_launch_files_give_nodes_the_shipped_fastdds_profile_unless_one_is_set(monkeypatch, tmp_path):
+    """conftest sets FASTDDS_DEFAULT_PROFILES_FILE for the whole suite, so unset it here: the launch files
+    must then point every node at the shipped profile (its large shared-memory segment keeps 640x480 images
+    from being dropped); a profile the user set is kept."""
+    own = tmp_path / "my_profile.xml"
+    for name, arguments in (("sim.launch.yaml", {}), ("robot.launch.yaml", {"publish_robot_description": "true"})):
+        for user_profile in (None, own):
+            if user_profile is None:
+                monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+            else:
+                monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(user_profile))
+            plan = plan_launch(REPO_ROOT / "launch" / name, arguments)
+            try:
+                [profile] = {n.env["FASTDDS_DEFAULT_PROFILES_FILE"] for n in plan.nodes}
+            finally:
+                plan.cleanup()
+            if user_profile is None:
+                assert Path(profile).resolve() == (REPO_ROOT / "config" / "fastdds.xml").resolve(), (name, profile)
+                assert "segment_size" in Path(profile).read_text()
+            else:
+                assert profile == str(own), name
 
 
 # --- running ----------------------------------------------------------------------------------------

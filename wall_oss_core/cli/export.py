@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def _common(parser):
     parser.add_argument("bags", nargs="+", help="rosbag2 bags (directories, .mcap or .db3); one episode each")
     parser.add_argument("--robot-config", default=None)
-    parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the first camera's)")
+    parser.add_argument("--fps", type=int, default=None, help="frame rate, an integer (default: the first camera's)")
     parser.add_argument("--state-space", choices=("joint_position", "wall_oss_ee"), default=None)
     parser.add_argument("--action-source", choices=("auto", "commands", "next_state"), default="auto")
     parser.add_argument("--namespace", default="wall_oss")
@@ -27,7 +28,13 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from wall_oss_core.data.lerobot_export import ExportConfig, ExportError, export_dataset, stats_from_bags
+    from wall_oss_core.data.lerobot_export import (
+        REPORT_PATH,
+        ExportConfig,
+        ExportError,
+        export_dataset,
+        stats_from_bags,
+    )
 
     try:
         config = ExportConfig(fps=args.fps, state_space=args.state_space, action_source=args.action_source,
@@ -45,4 +52,11 @@ def run(args) -> int:
         print(f"wall-oss {args.command}: {error}", file=sys.stderr)
         return 1
     print(f"wrote {info['total_episodes']} episodes, {info['total_frames']} frames at {info['fps']} fps to {args.out}")
+    report = json.loads((Path(args.out) / REPORT_PATH).read_text())
+    for bag, summary in report["bags"].items():
+        if summary["skipped"] or summary["gaps"]:
+            print(f"  {bag}: {summary['episodes']} episodes; skipped {summary['skipped']}; "
+                  f"split at {len(summary['gaps'])} gaps")
+    for bag, error in report["failures"].items():
+        print(f"  {bag}: not exported: {error}")
     return 0
