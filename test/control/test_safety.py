@@ -34,9 +34,14 @@ def kinematics(robot):
     return BimanualKinematics(robot)
 
 
+def open_config(**settings) -> SafetyConfig:
+    """With `open_kinematics`: no collision checks, so only the joint limits act."""
+    return SafetyConfig(period=PERIOD, check_collisions=False, **settings)
+
+
 @pytest.fixture(scope="module")
 def open_kinematics(robot):
-    """Boxes so large that only the joint limits act."""
+    """Boxes so large that only the joint limits act (with `open_config`)."""
     return _with_boxes(robot, {"left": ([-5, -5, -5], [5, 5, 5]), "right": ([-5, -5, -5], [5, 5, 5])})
 
 
@@ -119,6 +124,10 @@ def assert_safe(run: Run, within_limits_from_start=True):
         for arm, box in supervisor.boxes.items():
             tool = run.kinematics.ee_poses(p)[arm][:3, 3]
             assert np.all(tool >= box.min - TOL) and np.all(tool <= box.max + TOL), f"{arm} tool {tool} left its box"
+    if supervisor.collisions is not None:  # every run here starts clear of collisions
+        for p in positions:
+            distances = supervisor.collisions.distances(p)
+            assert distances.min() >= -TOL, f"collision: {supervisor.collisions.pair_names[int(np.argmin(distances))]}"
 
 
 def _move(run, joint, delta):
@@ -197,7 +206,7 @@ def test_feasible_candidates_pass_unchanged(kinematics):
 
 
 def test_a_jump_is_shaped_by_velocity_acceleration_and_jerk_limits(open_kinematics):
-    run = Run(open_kinematics)
+    run = Run(open_kinematics, open_config())
     candidate = _move(run, 0, 1.5)  # shoulder pan: a 1.5 rad jump
     first = run.tick(candidate)
     assert first.state == SafetyState.LIMITING and "jerk:left_shoulder_pan_joint" in first.active_limits
@@ -213,7 +222,7 @@ def test_a_jump_is_shaped_by_velocity_acceleration_and_jerk_limits(open_kinemati
 def test_position_limit_brakes_before_the_limit(open_kinematics):
     """A candidate just inside the tolerance beyond a limit is taken (clamped); the output brakes
     early enough to stop exactly at the limit."""
-    run = Run(open_kinematics)
+    run = Run(open_kinematics, open_config())
     upper = open_kinematics.limits.upper[4]
     candidate = run.start.copy()
     candidate[4] = upper + 0.04
@@ -267,7 +276,7 @@ def test_start_outside_the_limits_moves_only_inwards(kinematics):
 
 
 def test_stale_candidate_brakes_jerk_limited_to_a_hold(open_kinematics):
-    run = Run(open_kinematics, SafetyConfig(period=PERIOD, candidate_timeout=0.05))
+    run = Run(open_kinematics, open_config(candidate_timeout=0.05))
     for k in range(1, 301):
         run.tick(_move(run, 2, 1.0 * PERIOD * k), np.where(np.arange(14) == 2, 1.0, 0.0))  # elbow at 1 rad/s
     hold = [run.tick() for _ in range(200)]
@@ -302,10 +311,25 @@ def test_rejected_candidates_are_counted_and_ignored(kinematics):
     assert_safe(run)
 
 
+def test_a_target_state_ruckig_refuses_is_planned_without_its_acceleration(kinematics):
+    """Seen in the demo (the node died of it): a gripper candidate near its velocity limit whose
+    acceleration would carry it past the limit is a target state ruckig refuses with an exception;
+    the supervisor plans without the acceleration instead."""
+    run = Run(kinematics)
+    gripper = kinematics.gripper_index("right")
+    candidate, velocity = run.start.copy(), np.zeros(14)
+    for speed in (-0.1, -0.0975, -0.095):  # decelerating at 0.5 m/s^2 from the velocity limit
+        candidate[gripper] -= 0.0005
+        velocity[gripper] = speed
+        out = run.tick(candidate.copy(), velocity.copy())
+    assert out.state == SafetyState.LIMITING
+    assert_safe(run)
+
+
 def test_candidates_beyond_the_limits_are_rejected_not_saturated(open_kinematics):
     """Finding: a target far beyond a joint limit was clamped and followed. Now it is refused and
     counted; the output keeps following the last valid candidate."""
-    run = Run(open_kinematics)
+    run = Run(open_kinematics, open_config())
     supervisor = run.supervisor
     for _ in range(20):
         run.tick(run.start)
@@ -325,7 +349,7 @@ def test_late_tick_then_on_time_tick_keeps_the_velocity_limit_on_real_time(open_
     """Finding: a late tick followed by an on-time one gave 9.8x the velocity limit in real time
     (every tick advanced one nominal period). Now the output moves at most one period per tick and
     by the elapsed time when ticks come sooner."""
-    run = Run(open_kinematics)
+    run = Run(open_kinematics, open_config())
     candidate = _move(run, 0, 2.0)
     for _ in range(150):
         run.tick(candidate)  # cruising towards it at the velocity limit
@@ -342,7 +366,7 @@ def test_late_tick_then_on_time_tick_keeps_the_velocity_limit_on_real_time(open_
 
 
 def test_a_burst_of_ticks_does_not_speed_up(open_kinematics):
-    run = Run(open_kinematics)
+    run = Run(open_kinematics, open_config())
     candidate = _move(run, 0, 2.0)
     for k in range(600):
         run.tick(candidate, dt=0.0002 if k % 10 < 8 else PERIOD)  # bursts of 8 ticks 0.2 ms apart
@@ -354,7 +378,7 @@ def test_a_burst_of_ticks_does_not_speed_up(open_kinematics):
 def test_timing_jitter_keeps_limits_and_tracks(open_kinematics):
     """Jittery ticks and stamps on a smooth trajectory: limits hold on the real tick times, and the
     output stays close to the candidate (late ticks cost a bounded lag that is caught up)."""
-    supervisor = SafetySupervisor(open_kinematics, SafetyConfig(period=PERIOD))
+    supervisor = SafetySupervisor(open_kinematics, open_config())
     home = open_kinematics.config.home_positions()
     joint = np.arange(14) == 3
     rng = np.random.default_rng(1)
@@ -378,7 +402,7 @@ def test_ros_clock_jumps_fault_and_hold(open_kinematics):
     """Finding: watchdogs on ROS time were blinded by a clock stepping back. The watchdogs run on the
     steady clock; a ROS clock jump back or far forward is a FAULT that holds until a fresh candidate."""
     for jump in (-5.0, +30.0):
-        run = Run(open_kinematics)
+        run = Run(open_kinematics, open_config())
         candidate = _move(run, 0, 1.0)
         ros = 1000.0
         for _ in range(100):
@@ -398,7 +422,7 @@ def test_ros_clock_jumps_fault_and_hold(open_kinematics):
 def test_watchdogs_run_on_the_steady_clock(open_kinematics):
     """Candidates stop while the ROS clock steps back: the candidate watchdog still fires on time, and
     a reset is refused while the joint states are stale, whatever the ROS clock says."""
-    run = Run(open_kinematics, SafetyConfig(period=PERIOD, candidate_timeout=0.05, clock_jump_tolerance=1e9))
+    run = Run(open_kinematics, open_config(candidate_timeout=0.05, clock_jump_tolerance=1e9))
     for _ in range(20):
         run.tick(run.start, ros_now=100.0 + run.t)
     outs = [run.tick(ros_now=50.0) for _ in range(12)]  # ROS time stands still in the past
@@ -413,7 +437,7 @@ def test_watchdogs_run_on_the_steady_clock(open_kinematics):
 def test_jerk_limited_stop(open_kinematics):
     """Finding: braking at an e-stop switched to full deceleration at once (2400 rad/s^3). Now the stop
     (category 2, the default) keeps the jerk limit."""
-    run = Run(open_kinematics)
+    run = Run(open_kinematics, open_config())
     candidate = _move(run, 0, 2.0)
     for _ in range(150):
         run.tick(candidate)
@@ -429,7 +453,7 @@ def test_jerk_limited_stop(open_kinematics):
 
 @pytest.mark.parametrize("category", [0, 1, 2])
 def test_stop_categories(open_kinematics, category):
-    run = Run(open_kinematics, SafetyConfig(period=PERIOD, stop_category=category))
+    run = Run(open_kinematics, open_config(stop_category=category))
     candidate = _move(run, 0, 2.0)
     for _ in range(150):
         run.tick(candidate)
@@ -451,7 +475,7 @@ def test_stop_categories(open_kinematics, category):
 def test_resume_after_a_joint_state_fault_starts_where_the_arm_is(open_kinematics):
     """Finding: the arm moved 0.3 rad during a joint-state fault and the first command after recovery
     was a 0.3 rad step. Now the output restarts at the measured state, at rest."""
-    run = Run(open_kinematics, SafetyConfig(period=PERIOD, joint_state_timeout=0.02, fault_hold_time=0.0))
+    run = Run(open_kinematics, open_config(joint_state_timeout=0.02, fault_hold_time=0.0))
     candidate = run.start.copy()
     for _ in range(20):
         run.tick(candidate)
@@ -474,7 +498,7 @@ def test_resume_after_a_joint_state_fault_starts_where_the_arm_is(open_kinematic
 def test_following_error_faults_and_holds_where_the_arm_is(open_kinematics):
     """A blocked arm: the command runs away from the measured position. Beyond the following-error
     limit: FAULT, and the command returns to where the arm is, at rest."""
-    run = Run(open_kinematics, lag=1e9)  # the arm does not move at all
+    run = Run(open_kinematics, open_config(), lag=1e9)  # the arm does not move at all
     candidate = _move(run, 1, 1.0)
     outs = [run.tick(candidate) for _ in range(200)]
     fault = next(o for o in outs if o.state == SafetyState.FAULT)
@@ -486,7 +510,7 @@ def test_following_error_faults_and_holds_where_the_arm_is(open_kinematics):
 
 
 def test_servo_lag_within_the_following_error_limit_is_no_fault(open_kinematics):
-    run = Run(open_kinematics, lag=0.03)  # a servo that follows with a 30 ms time constant
+    run = Run(open_kinematics, open_config(), lag=0.03)  # a servo that follows with a 30 ms time constant
     candidate = _move(run, 0, 1.0)
     outs = [run.tick(candidate) for _ in range(400)]
     assert all(o.state != SafetyState.FAULT for o in outs)
@@ -499,7 +523,7 @@ def test_a_wrong_first_joint_state_is_caught(open_kinematics):
     true = open_kinematics.config.home_positions()
     wrong = true.copy()
     wrong[2] += 0.5
-    run = Run(open_kinematics, SafetyConfig(period=PERIOD, fault_hold_time=0.05), start=wrong, lag=1e9)
+    run = Run(open_kinematics, open_config(fault_hold_time=0.05), start=wrong, lag=1e9)
     run.measured = true
     outs = [run.tick(true) for _ in range(100)]
     assert any("implausible joint state" in o.reason for o in outs)
@@ -509,7 +533,7 @@ def test_a_wrong_first_joint_state_is_caught(open_kinematics):
 
 
 def test_implausible_joint_state_faults_without_following_it(open_kinematics):
-    run = Run(open_kinematics)
+    run = Run(open_kinematics, open_config())
     for _ in range(20):
         run.tick(run.start)
     glitch = run.start.copy()
@@ -521,7 +545,7 @@ def test_implausible_joint_state_faults_without_following_it(open_kinematics):
 
 
 def test_an_arm_pushed_during_a_hold_resumes_from_where_it_is(open_kinematics):
-    run = Run(open_kinematics, SafetyConfig(period=PERIOD, candidate_timeout=0.05))
+    run = Run(open_kinematics, open_config(candidate_timeout=0.05))
     for _ in range(20):
         run.tick(run.start)
     for k in range(100):  # candidates stop; an operator pushes the elbow 0.1 rad slowly
@@ -539,7 +563,7 @@ def test_an_arm_pushed_during_a_hold_resumes_from_where_it_is(open_kinematics):
 
 
 def test_a_second_candidate_publisher_is_a_fault(open_kinematics):
-    run = Run(open_kinematics, SafetyConfig(period=PERIOD, fault_hold_time=0.0))
+    run = Run(open_kinematics, open_config(fault_hold_time=0.0))
     for _ in range(20):
         run.tick(run.start)
     run.supervisor.set_candidate_publishers(run.t, 2)
@@ -550,9 +574,68 @@ def test_a_second_candidate_publisher_is_a_fault(open_kinematics):
     assert run.tick(run.start).state == SafetyState.OK
 
 
+# ------------------------------------------------------------------------------------------ whole arm
+def test_collision_pairs_and_their_distance_bound(kinematics):
+    """The checked pairs cover the other arm, the own arm and the table (not a hand with its fingers),
+    home is clear, and the closing bound holds for random small motions anywhere."""
+    checker = SafetySupervisor(kinematics, SafetyConfig(period=PERIOD)).collisions
+    names = checker.pair_names
+    assert "left_gripper_link_0|right_gripper_link_0" in names
+    assert "left_elbow_link_0|left_wrist_yaw_link_0" in names and "left_wrist_roll_link_0|table" in names
+    assert not any("left_gripper_link_0|left_finger" in n or "left_finger_b_link_0|left_finger_a" in n for n in names)
+    assert checker.distances(kinematics.config.home_positions()).min() > checker.margin
+    rng = np.random.default_rng(0)
+    limits = kinematics.limits
+    for _ in range(100):
+        q, dq = rng.uniform(limits.lower, limits.upper), rng.normal(size=14) * 0.02
+        assert np.all(checker.distances(q) - checker.distances(q + dq) <= checker.closing(dq) + 1e-9)
+
+
+def test_a_link_never_goes_below_the_table_with_the_tool_in_its_box(kinematics):
+    """Finding: a wrist link went 10.8 cm below the table top while the tool stayed in its box (state
+    OK). Now the whole arm is checked against the table: the output stops above it."""
+    checker = SafetySupervisor(kinematics, SafetyConfig(period=PERIOD)).collisions
+    table = [i for i, name in enumerate(checker.pair_names) if name.startswith("left") and name.endswith("|table")]
+    home, box = kinematics.config.home_positions(), kinematics.config.arm("left").workspace
+    rng = np.random.default_rng(3)
+    for _ in range(5000):  # a candidate with the tool in its box and a link 5 cm into the table
+        candidate = home.copy()
+        candidate[:6] += rng.uniform(-1.2, 1.2, 6)
+        candidate = np.clip(candidate, kinematics.limits.lower, kinematics.limits.upper)
+        if box.contains(kinematics.ee_poses(candidate)["left"][:3, 3]) and checker.distances(candidate)[table].min() < -0.05:
+            break
+    else:
+        pytest.fail("no such candidate found")
+    run = Run(kinematics)
+    for _ in range(400):
+        out = run.tick(candidate)
+    assert any(limit.startswith("collision:") and "table" in limit for o in run.outputs for limit in o.active_limits)
+    assert checker.distances(out.positions)[table].min() >= checker.margin - 1e-6
+    assert_safe(run)
+
+
+def test_both_tools_to_one_point_stop_before_the_arms_touch(kinematics):
+    """Finding: both tools were driven to the same point with state OK. Now the arms stop apart."""
+    home = kinematics.config.home_positions()
+    target = kinematics.ee_poses(home)["left"].copy()
+    target[:3, 3] = [0.5, 0.0, 0.25]
+    candidate = home.copy()
+    for arm in ("left", "right"):
+        solution = kinematics.solve_ik(arm, target, candidate, max_iterations=200)
+        candidate = solution.positions
+    poses = kinematics.ee_poses(candidate)
+    assert np.linalg.norm(poses["left"][:3, 3] - poses["right"][:3, 3]) < 0.01
+    run = Run(kinematics)
+    for _ in range(400):
+        out = run.tick(candidate)
+    assert any(limit.startswith("collision:left") and "right" in limit for o in run.outputs for limit in o.active_limits)
+    assert run.supervisor.collisions.distances(out.positions).min() >= 0.0
+    assert_safe(run)
+
+
 # ------------------------------------------------------------------------------------------ e-stop
 def test_estop_latches_resets_only_at_standstill_released_and_never_restarts_motion(open_kinematics):
-    run = Run(open_kinematics)
+    run = Run(open_kinematics, open_config())
     supervisor = run.supervisor
     target = _move(run, 0, 1.0)
     for _ in range(60):
@@ -584,7 +667,7 @@ def test_estop_latches_resets_only_at_standstill_released_and_never_restarts_mot
 
 
 def test_heartbeat_loss_latches_the_estop(open_kinematics):
-    run = Run(open_kinematics, SafetyConfig(period=PERIOD, heartbeat_timeout=0.05))
+    run = Run(open_kinematics, open_config(heartbeat_timeout=0.05))
     supervisor = run.supervisor
     for _ in range(20):
         supervisor.on_heartbeat(run.t)
@@ -600,7 +683,7 @@ def test_heartbeat_loss_latches_the_estop(open_kinematics):
 
 
 def test_no_heartbeat_at_all_latches(open_kinematics):
-    run = Run(open_kinematics, SafetyConfig(period=PERIOD, heartbeat_timeout=0.05))
+    run = Run(open_kinematics, open_config(heartbeat_timeout=0.05))
     outs = [run.tick(run.start) for _ in range(20)]
     assert outs[-1].state == SafetyState.ESTOP
 
@@ -608,13 +691,13 @@ def test_no_heartbeat_at_all_latches(open_kinematics):
 def test_the_latch_survives_a_restart(open_kinematics, tmp_path):
     path = tmp_path / "estop_latch"
     assert EstopLatchFile(path).load() is True  # no file: comes up latched
-    first = Run(open_kinematics, latch_file=EstopLatchFile(path))
+    first = Run(open_kinematics, open_config(), latch_file=EstopLatchFile(path))
     assert first.tick(first.start).state == SafetyState.ESTOP and "latch file" in first.outputs[-1].reason
     assert first.supervisor.reset_estop(first.t)[0] and path.read_text() == "released\n"
-    assert Run(open_kinematics, latch_file=EstopLatchFile(path)).tick(first.start).state == SafetyState.OK
+    assert Run(open_kinematics, open_config(), latch_file=EstopLatchFile(path)).tick(first.start).state == SafetyState.OK
     first.supervisor.trigger_estop(first.t)
     assert path.read_text() == "latched\n"
-    restarted = Run(open_kinematics, latch_file=EstopLatchFile(path))  # the process died while latched
+    restarted = Run(open_kinematics, open_config(), latch_file=EstopLatchFile(path))  # the process died while latched
     assert restarted.tick(restarted.start).state == SafetyState.ESTOP
     path.write_text("garbage")
     assert EstopLatchFile(path).load() is True

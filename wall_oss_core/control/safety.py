@@ -46,8 +46,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from ruckig import ControlInterface, InputParameter, Result, Ruckig, Synchronization, Trajectory
+from ruckig import ControlInterface, InputParameter, Result, Ruckig, RuckigError, Synchronization, Trajectory
 
+from wall_oss_core.control.collision import CollisionChecker
 from wall_oss_core.robot.config import WorkspaceBox
 from wall_oss_core.robot.kinematics import BimanualKinematics
 
@@ -56,6 +57,8 @@ _PASSED_TOLERANCE = 1e-9
 # Slack for the floating-point rounding of ruckig's stops when checking them against position limits.
 _ROUNDING = 1e-9
 _RUCKIG_OK = (Result.Working, Result.Finished)
+# Configurations sampled along a stop whose collision clearance the cheap bound cannot prove.
+_COLLISION_SAMPLES = 6
 
 
 class SafetyState(IntEnum):
@@ -93,6 +96,9 @@ class SafetyConfig:
     speed_scale: float = 1.0              # dry run < 1: scales velocity / acceleration / jerk limits, shrinks
     #                                       the workspace boxes and disables the grippers
     dry_run_workspace_margin: float = 0.05  # [m] in a dry run every face of a workspace box moves inward by this
+    check_collisions: bool = True         # every link against the other arm, its own arm and the table
+    collision_margin: float = 0.02        # [m] clearance kept after the stop that follows every command
+    table_height: float = 0.0             # [m] table top (z in the base frame): a half-space below it
 
     def __post_init__(self):
         positive = ("period", "candidate_timeout", "joint_state_timeout", "jerk_revolute", "jerk_gripper",
@@ -103,7 +109,8 @@ class SafetyConfig:
             if not (value > 0 and not math.isnan(value)) or (math.isinf(value) and not name.startswith("following")):
                 raise ValueError(f"safety setting {name} must be a positive number, got {value}")
         for name in ("min_tick_interval", "joint_state_jitter", "limit_tolerance_revolute",
-                     "limit_tolerance_gripper", "fault_hold_time", "heartbeat_timeout", "dry_run_workspace_margin"):
+                     "limit_tolerance_gripper", "fault_hold_time", "heartbeat_timeout", "dry_run_workspace_margin",
+                     "collision_margin"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"safety setting {name} must be a non-negative number, got {value}")
@@ -275,6 +282,9 @@ class SafetySupervisor:
         self._groups = [(f"workspace:{arm}", np.arange(len(self.names))[s]) for arm, s in self.arm_slices.items()]
         self._groups += [(f"position:{self.names[i]}", np.array([i])) for i in np.flatnonzero(gripper)]
 
+        self.collisions = CollisionChecker(kinematics, config.collision_margin, config.table_height) \
+            if config.check_collisions else None
+        self._collision_budget = np.zeros(0)  # per pair, how far inside the margin it may be (it started there)
         n = len(self.names)
         self._ruckig = Ruckig(n)
         self._track_input = self._input(n, ControlInterface.Position, Synchronization.Time)
@@ -628,6 +638,9 @@ class SafetySupervisor:
         poses = self.kinematics.ee_poses(self._position)
         self._box_budget = {arm: max(0.0, _box_excess(poses[arm][:3, 3], box.min, box.max))
                             for arm, box in self.boxes.items()}
+        if self.collisions is not None:
+            clearance = self.collisions.distances(self._position) - self.collisions.margin
+            self._collision_budget = np.maximum(0.0, -clearance)
 
     def _brake(self, p: np.ndarray, v: np.ndarray, a: np.ndarray, freeze: bool = False,
                unlimited_jerk: bool = False) -> _Stop:
@@ -716,16 +729,26 @@ class SafetySupervisor:
         for arm, excess in budgets.items():
             if excess <= self._box_budget[arm]:
                 self._box_budget[arm] = max(0.0, excess)
-        if not failed:
-            self._position, self._velocity, self._acceleration, self._stop = p, v, a, stop
-        else:
-            self._continue_stop(dt, np.concatenate(failed))
-            braking = np.zeros(len(p), dtype=bool)
-            braking[np.concatenate(failed)] = True
-            self._position = np.where(braking, self._position, p)
-            self._velocity = np.where(braking, self._velocity, v)
-            self._acceleration = np.where(braking, self._acceleration, a)
-            self._stop = self._brake(self._position, self._velocity, self._acceleration)
+        if failed:
+            p, v, a, stop = self._mix(dt, np.concatenate(failed), p, v, a)
+            low, high = stop.excursions()
+        if self.collisions is not None:
+            clearance = self._clearance(p, stop)
+            too_close = np.flatnonzero(clearance < -self._collision_budget)
+            if too_close.size:  # the arms involved brake; if that is not clear either, everything brakes
+                worst = too_close[np.argmin(clearance[too_close])]
+                limits.append(f"collision:{self.collisions.pair_names[worst]}")
+                arms = set().union(*(self.collisions.arms_of(i) for i in too_close))
+                joints = np.concatenate([np.arange(len(p))[self.arm_slices[arm]] for arm in sorted(arms)]
+                                        + [np.flatnonzero(self.gripper_mask)])
+                p, v, a, stop = self._mix(dt, joints, p, v, a)
+                clearance = self._clearance(p, stop)
+                if np.any(clearance < -self._collision_budget):
+                    p, v, a, stop = self._mix(dt, np.arange(len(p)), p, v, a)
+                    clearance = None  # the stop it was already proven to have: nothing new to learn
+            if clearance is not None:
+                self._collision_budget = np.minimum(self._collision_budget, np.maximum(0.0, -clearance))
+        self._position, self._velocity, self._acceleration, self._stop = p, v, a, stop
         reached = np.abs(self._position - target) <= _PASSED_TOLERANCE
         for i in np.flatnonzero(~reached):
             if self.gripper_mask[i] and self.config.speed_scale < 1.0:
@@ -739,6 +762,29 @@ class SafetySupervisor:
             label = f"{kind}:{self.names[i]}"
             if label not in limits and f"position:{self.names[i]}" not in limits:
                 limits.append(label)
+
+    def _clearance(self, p: np.ndarray, stop: _Stop) -> np.ndarray:
+        """Collision clearance per pair of the stop from p (see CollisionChecker.clearance), with the
+        stop sampled at `_COLLISION_SAMPLES` segments where the cheap bound is not enough."""
+        low, high = stop.excursions()
+        duration = 0.0 if stop.trajectory is None else stop.trajectory.duration
+        segment = np.minimum(high - low, self.max_velocity * duration / _COLLISION_SAMPLES)
+
+        def samples():
+            return [stop.state_at(duration * k / _COLLISION_SAMPLES)[0] for k in range(_COLLISION_SAMPLES + 1)]
+        return self.collisions.clearance(p, np.maximum(high - p, p - low), -self._collision_budget, samples, segment)
+
+    def _mix(self, dt: float, braking: np.ndarray, p: np.ndarray, v: np.ndarray, a: np.ndarray):
+        """Joints `braking` continue the proven stop from the current output, the others take (p, v, a);
+        returns the mixed state and the stop from it."""
+        mask = np.zeros(len(p), dtype=bool)
+        mask[braking] = True
+        if mask.all():  # the whole stop goes on: exactly the proven trajectory
+            self._stop.elapsed += dt
+            return (*self._stop.state_at(self._stop.elapsed), self._stop)
+        state = self._stop.state_at(self._stop.elapsed + dt)
+        p, v, a = (np.where(mask, s, x) for s, x in zip(state, (p, v, a), strict=True))
+        return p, v, a, self._brake(p, v, a)
 
     def _plan(self, dt: float, target: np.ndarray, velocity: np.ndarray,
               acceleration: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -775,5 +821,5 @@ class SafetySupervisor:
         e.g. at the velocity limit and still accelerating, with an exception or an error code)."""
         try:
             return self._ruckig.calculate(parameters, trajectory) in _RUCKIG_OK
-        except (RuntimeError, ValueError):
+        except (RuckigError, RuntimeError, ValueError):
             return False
