@@ -67,6 +67,9 @@ class SupervisorNodeParams:
     speed_scale: float
     estop_state_file: str
     publisher_check_period: float
+    check_collisions: bool
+    collision_margin: float
+    table_height: float
 
 
 def _float_range(low: float, high: float) -> list[FloatingPointRange]:
@@ -125,6 +128,12 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
                                  "supervisor comes up latched unless it says released); empty: memory only"),
         publisher_check_period=declare("publisher_check_period", 0.2, "seconds between counts of the "
                                        "candidate_command publishers", floating_point_range=_float_range(0.01, 10.0)),
+        check_collisions=declare("check_collisions", True, "check every link's URDF collision geometry against the "
+                                 "other arm, its own arm and the table"),
+        collision_margin=declare("collision_margin", 0.01, "clearance kept after the stop that follows every "
+                                 "command [m]", floating_point_range=_float_range(0.0, 0.5)),
+        table_height=declare("table_height", 0.0, "table top, z in the base frame [m]",
+                             floating_point_range=_float_range(-5.0, 5.0)),
     )
     if not params.joint_states_topic:
         raise ValueError("joint_states_topic must not be empty")
@@ -154,7 +163,8 @@ class SafetySupervisorNode(Node):
                                           limit_tolerance_revolute=p.limit_tolerance, fault_hold_time=p.fault_hold_time,
                                           clock_jump_tolerance=p.clock_jump_tolerance,
                                           heartbeat_timeout=p.heartbeat_timeout, stop_category=p.stop_category,
-                                          speed_scale=p.speed_scale)
+                                          speed_scale=p.speed_scale, check_collisions=p.check_collisions,
+                                          collision_margin=p.collision_margin, table_height=p.table_height)
         kinematics = BimanualKinematics(robot)
         latch_file = EstopLatchFile(p.estop_state_file) if p.estop_state_file else None
         self.supervisor = SafetySupervisor(kinematics, self.safety_config, latch_file)

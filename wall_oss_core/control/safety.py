@@ -97,7 +97,7 @@ class SafetyConfig:
     #                                       the workspace boxes and disables the grippers
     dry_run_workspace_margin: float = 0.05  # [m] in a dry run every face of a workspace box moves inward by this
     check_collisions: bool = True         # every link against the other arm, its own arm and the table
-    collision_margin: float = 0.02        # [m] clearance kept after the stop that follows every command
+    collision_margin: float = 0.01        # [m] clearance kept after the stop that follows every command
     table_height: float = 0.0             # [m] table top (z in the base frame): a half-space below it
 
     def __post_init__(self):
