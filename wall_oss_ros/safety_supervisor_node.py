@@ -187,10 +187,14 @@ class SafetySupervisorNode(Node):
         self.create_subscription(JointState, "candidate_command", self._on_candidate, reliable)
         self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state,
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
-        # reliable + transient local: a press made before this node (re)started or subscribed still arrives
-        latched_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(Bool, "estop", self._on_estop, latched_qos)
+        # reliable + transient local: a press made before this node (re)started or subscribed still
+        # arrives from a transient-local e-stop publisher. DDS does not match a transient-local
+        # subscription with a volatile publisher (`ros2 topic pub` and most nodes by default), so a
+        # second, volatile subscription takes those; a transient-local publisher reaches both, which
+        # only repeats the same input.
+        for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
+            self.create_subscription(Bool, "estop", self._on_estop, QoSProfile(
+                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
         if p.heartbeat_timeout > 0:
             self.create_subscription(Empty, "estop_heartbeat", lambda _: self.supervisor.on_heartbeat(self._now()),
                                      reliable)

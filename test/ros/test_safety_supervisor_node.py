@@ -212,6 +212,10 @@ def test_estop_reaches_a_late_joiner_and_survives_a_restart(node_processes, ros_
     rig.wait(lambda: rig.call(rig.reset_client).success, "reset with the input released")
     assert latch.read_text() == "released\n"
     rig.wait(lambda: _state(rig) in ("OK", "LIMITING"), "motion resumes on the candidates")
+    volatile = ros_node.create_publisher(Bool, "/wall_oss/estop", 10)  # default QoS, as `ros2 topic pub`
+    rig.wait(lambda: volatile.get_subscription_count() > 0, "the volatile e-stop publisher matched")
+    volatile.publish(Bool(data=True))
+    rig.wait(lambda: _state(rig) == "ESTOP", "ESTOP from a volatile publisher")
 
 
 def test_lost_heartbeat_latches_the_estop(node_processes, ros_node):

@@ -17,6 +17,8 @@ jerk-limited stop right after it
 * keeps each arm's tool inside its workspace box: the tool position plus `sum_i r_i · excursion_i`,
   where r_i bounds the distance from joint i's axis to the tool (`chain_reach`) and excursion_i is
   joint i's farthest excursion while braking, so one forward-kinematics call proves the whole stop;
+* keeps every link at least `collision_margin` away from the other arm, its own arm and the table
+  during the whole stop (`wall_oss_core.control.collision`);
 
 otherwise that arm (or gripper) continues the stop it was already proven to have (a suffix of the
 previous stop). Holding is that stop (stop category 2, jerk-limited; an e-stop may use category 1,
