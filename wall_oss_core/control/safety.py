@@ -705,7 +705,6 @@ class SafetySupervisor:
         if planned is None:  # no piece ruckig accepts: everything continues its stop
             limits.append("dynamics:infeasible")
             self._continue_stop(dt, np.arange(len(self.names)))
-            self._stop = self._brake(self._position, self._velocity, self._acceleration)
             return
         p, v, a = planned
         stop = self._brake(p, v, a)
