@@ -1,17 +1,21 @@
 """safety_supervisor_node: the only publisher to the controllers.
 
-Candidates (`candidate_command`), joint states and the e-stop input go into
-`wall_oss_core.control.safety.SafetySupervisor`; a timer at the command rate ticks it and sends its output to
-every controller named in the robot config, ros2_control style: one std_msgs/Float64MultiArray per
-forward command controller on `/<controller>/commands`, or a one-point trajectory_msgs/JointTrajectory
-(positions + velocities) on `/<controller>/joint_trajectory`. Publishes wall_oss/SafetyStatus at
-`status_rate` and on every state change (an e-stop message is reflected in the status at once, and in
-the very next command), and /diagnostics once a second.
+Candidates (`candidate_command`), joint states, the e-stop input (reliable + transient local, so a
+press made before this node started still arrives) and the optional e-stop heartbeat go into
+`wall_oss_core.control.safety.SafetySupervisor`, timed on the steady clock (`time.monotonic`; the ROS
+clock is only passed along to be checked for jumps). A timer at the command rate ticks it and sends its
+output to every controller named in the robot config, ros2_control style: one std_msgs/Float64MultiArray
+per forward command controller on `/<controller>/commands`, or a one-point trajectory_msgs/JointTrajectory
+(positions + velocities) on `/<controller>/joint_trajectory`. An e-stop (topic or service) ticks at once
+from its callback, so the braking command leaves without waiting for the timer. The number of
+publishers on `candidate_command` is polled (more than one is a FAULT). Publishes wall_oss/SafetyStatus
+at `status_rate` and on every state change, and /diagnostics once a second.
 """
 from __future__ import annotations
 
 import array
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,14 +23,14 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Empty, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from wall_oss.msg import SafetyStatus
 
-from wall_oss_core.control.safety import SafetyConfig, SafetyOutput, SafetyState, SafetySupervisor
+from wall_oss_core.control.safety import EstopLatchFile, SafetyConfig, SafetyOutput, SafetyState, SafetySupervisor
 from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
@@ -56,6 +60,20 @@ class SupervisorNodeParams:
     trajectory_velocities: bool
     verify_controller_joints: bool
     joint_states_topic: str
+    jerk_revolute: float
+    jerk_gripper: float
+    following_error: float
+    limit_tolerance: float
+    fault_hold_time: float
+    clock_jump_tolerance: float
+    heartbeat_timeout: float
+    stop_category: int
+    speed_scale: float
+    estop_state_file: str
+    publisher_check_period: float
+    check_collisions: bool
+    collision_margin: float
+    table_height: float
 
 
 def _float_range(low: float, high: float) -> list[FloatingPointRange]:
@@ -96,6 +114,36 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
         verify_controller_joints=declare("verify_controller_joints", False, "command a controller only after its "
                                          "joints parameter (ros2_control) matched the robot config's joint order"),
         joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
+        jerk_revolute=declare("jerk_revolute", 60.0, "jerk limit of the arm joints, also while braking [rad/s^3]",
+                              floating_point_range=_float_range(0.1, 1e5)),
+        jerk_gripper=declare("jerk_gripper", 5.0, "jerk limit of the gripper joints [m/s^3]",
+                             floating_point_range=_float_range(0.01, 1e4)),
+        following_error=declare("following_error", 0.2, "arm joint command − measured position beyond this → "
+                                "FAULT and a hold where the arm is [rad]", floating_point_range=_float_range(0.001, 10.0)),
+        limit_tolerance=declare("limit_tolerance", 0.05, "arm joint candidates beyond a position limit by more "
+                                "than this are rejected [rad]", floating_point_range=_float_range(0.0, 1.0)),
+        fault_hold_time=declare("fault_hold_time", 1.0, "a FAULT holds at least this long [s]",
+                                floating_point_range=_float_range(0.0, 60.0)),
+        clock_jump_tolerance=declare("clock_jump_tolerance", 0.1, "ROS clock running apart from the steady "
+                                     "clock by more than this between ticks → FAULT [s]",
+                                     floating_point_range=_float_range(0.001, 1e6)),
+        heartbeat_timeout=declare("heartbeat_timeout", 0.0, "no message on estop_heartbeat for this long latches "
+                                  "the e-stop [s]; 0: no heartbeat needed", floating_point_range=_float_range(0.0, 60.0)),
+        stop_category=declare("stop_category", 2, "e-stop stop: 2 jerk-limited, 1 acceleration-limited, 0 freeze "
+                              "the command", integer_range=[IntegerRange(from_value=0, to_value=2, step=1)]),
+        speed_scale=declare("speed_scale", 1.0, "dry run below 1 (e.g. 0.1-0.2): scales every velocity / "
+                            "acceleration / jerk limit, shrinks the workspace boxes, disables the grippers",
+                            floating_point_range=_float_range(0.01, 1.0)),
+        estop_state_file=declare("estop_state_file", "", "file that keeps the e-stop latch across restarts (the "
+                                 "supervisor comes up latched unless it says released); empty: memory only"),
+        publisher_check_period=declare("publisher_check_period", 0.2, "seconds between counts of the "
+                                       "candidate_command publishers", floating_point_range=_float_range(0.01, 10.0)),
+        check_collisions=declare("check_collisions", True, "check every link's URDF collision geometry against the "
+                                 "other arm, its own arm and the table"),
+        collision_margin=declare("collision_margin", 0.01, "clearance kept after the stop that follows every "
+                                 "command [m]", floating_point_range=_float_range(0.0, 0.5)),
+        table_height=declare("table_height", 0.0, "table top, z in the base frame [m]",
+                             floating_point_range=_float_range(-5.0, 5.0)),
     )
     if not params.joint_states_topic:
         raise ValueError("joint_states_topic must not be empty")
@@ -117,12 +165,20 @@ class SafetySupervisorNode(Node):
         super().__init__("safety_supervisor")
         self.params = declare_parameters(self)
         robot = load_robot_config(self.params.robot_config)
-        self.safety_config = SafetyConfig(period=1.0 / self.params.command_rate,
-                                          candidate_timeout=self.params.candidate_timeout,
-                                          joint_state_timeout=self.params.joint_state_timeout,
-                                          max_extrapolation_ticks=self.params.max_extrapolation_ticks)
+        p = self.params
+        self.safety_config = SafetyConfig(period=1.0 / p.command_rate, candidate_timeout=p.candidate_timeout,
+                                          joint_state_timeout=p.joint_state_timeout,
+                                          max_extrapolation_ticks=p.max_extrapolation_ticks,
+                                          jerk_revolute=p.jerk_revolute, jerk_gripper=p.jerk_gripper,
+                                          following_error_revolute=p.following_error,
+                                          limit_tolerance_revolute=p.limit_tolerance, fault_hold_time=p.fault_hold_time,
+                                          clock_jump_tolerance=p.clock_jump_tolerance,
+                                          heartbeat_timeout=p.heartbeat_timeout, stop_category=p.stop_category,
+                                          speed_scale=p.speed_scale, check_collisions=p.check_collisions,
+                                          collision_margin=p.collision_margin, table_height=p.table_height)
         kinematics = BimanualKinematics(robot)
-        self.supervisor = SafetySupervisor(kinematics, self.safety_config)
+        latch_file = EstopLatchFile(p.estop_state_file) if p.estop_state_file else None
+        self.supervisor = SafetySupervisor(kinematics, self.safety_config, latch_file)
         self.joint_names = robot.command_joints
         self.joint_states = JointStateMerger(self.joint_names)
         self.trajectory_mode = robot.controller_interface == "joint_trajectory"
@@ -145,7 +201,17 @@ class SafetySupervisorNode(Node):
         self.create_subscription(JointState, "candidate_command", self._on_candidate, reliable)
         self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state,
                                  QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
-        self.create_subscription(Bool, "estop", self._on_estop, reliable)
+        # reliable + transient local: a press made before this node (re)started or subscribed still
+        # arrives from a transient-local e-stop publisher. DDS does not match a transient-local
+        # subscription with a volatile publisher (`ros2 topic pub` and most nodes by default), so a
+        # second, volatile subscription takes those; a transient-local publisher reaches both, which
+        # only repeats the same input.
+        for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
+            self.create_subscription(Bool, "estop", self._on_estop, QoSProfile(
+                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
+        if p.heartbeat_timeout > 0:
+            self.create_subscription(Empty, "estop_heartbeat", lambda _: self.supervisor.on_heartbeat(self._now()),
+                                     reliable)
         self.create_service(Trigger, "trigger_estop", self._on_trigger_estop)
         self.create_service(Trigger, "reset_estop", self._on_reset_estop)
 
@@ -156,20 +222,28 @@ class SafetySupervisorNode(Node):
                                          nanosec=int(self.params.trajectory_time_from_start % 1.0 * 1e9))
         self.create_timer(self.safety_config.period, self._tick)
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
+        self.create_timer(p.publisher_check_period, self._count_candidate_publishers)
         self.get_logger().info(
             f"supervising {len(self.joint_names)} joints at {self.params.command_rate:g} Hz → "
             f"{', '.join(o.publisher.topic_name for o in self.controllers)}")
 
-    def _now(self) -> float:
+    @staticmethod
+    def _now() -> float:
+        """The supervisor's clock: steady, never stepped by NTP, /clock or a simulator reset."""
+        return time.monotonic()
+
+    def _ros_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _count_candidate_publishers(self):
+        self.supervisor.set_candidate_publishers(self._now(), self.count_publishers("candidate_command"))
 
     # ------------------------------------------------------------------------------------- inputs
     def _on_joint_state(self, msg: JointState):
-        now = self._now()
-        try:
-            merged = merge_joint_state(self.joint_states, msg, now)
+        try:  # merged by ROS stamps (an unstamped message counts as now); the supervisor runs on the steady clock
+            merged = merge_joint_state(self.joint_states, msg, self._ros_now())
             if merged is not None:
-                self.supervisor.on_joint_state(now, merged[0])
+                self.supervisor.on_joint_state(self._now(), merged[0])
         except ValueError as error:
             self.get_logger().warning(f"ignoring joint state: {error}", throttle_duration_sec=1.0)
 
@@ -189,7 +263,7 @@ class SafetySupervisorNode(Node):
     def _on_estop(self, msg: Bool):
         if self.supervisor.set_estop_input(self._now(), msg.data):
             self.get_logger().error("e-stop latched by the estop topic")
-            self._publish_hold_status()
+            self._tick()  # the braking command and the ESTOP status leave now, not at the next tick
 
     def _on_trigger_estop(self, request, response):
         latched = self.supervisor.trigger_estop(self._now())
@@ -197,7 +271,7 @@ class SafetySupervisorNode(Node):
         response.message = "e-stop latched" if latched else "e-stop was already latched"
         if latched:
             self.get_logger().error("e-stop latched by the trigger_estop service")
-            self._publish_hold_status()
+            self._tick()
         return response
 
     def _on_reset_estop(self, request, response):
@@ -211,7 +285,7 @@ class SafetySupervisorNode(Node):
     # ------------------------------------------------------------------------------------- outputs
     def _tick(self):
         now = self._now()
-        output = self.supervisor.tick(now)
+        output = self.supervisor.tick(now, self._ros_now())
         if output.positions is not None:
             self._send(output.positions, output.velocities)
         if output.state_changed:
@@ -241,11 +315,6 @@ class SafetySupervisorNode(Node):
                 msg = Float64MultiArray(data=array.array("d", values.tobytes()))
             controller.publisher.publish(msg)
 
-    def _publish_hold_status(self):
-        """Publish the braking state right away (an e-stop is visible before the next tick)."""
-        hold = self.supervisor.hold_reason(self._now())
-        self._publish_status(hold.state, (hold.limit,), hold.reason)
-
     def _publish_status(self, state: SafetyState, limits, reason: str):
         counters = self.supervisor.counters
         msg = SafetyStatus(state=int(state), state_name=state.name, active_limits=list(limits), reason=reason,
@@ -265,8 +334,11 @@ class SafetySupervisorNode(Node):
                   ("active_limits", ", ".join(output.active_limits) if output is not None else ""),
                   ("commands_passed", counters.passed), ("commands_modified", counters.modified),
                   ("commands_rejected", counters.rejected), ("estop_count", counters.estop_count),
+                  ("faults", counters.faults), ("restarts_from_measured", counters.restarts),
+                  ("candidate_publishers", self.supervisor.candidate_publishers),
                   ("joint_state_age_s", age(joint_age)), ("candidate_age_s", age(candidate_age)),
-                  ("command_rate_hz", self.params.command_rate))
+                  ("command_rate_hz", self.params.command_rate), ("speed_scale", self.params.speed_scale),
+                  ("stop_category", self.params.stop_category))
         self.diagnostics_publisher.publish(diagnostic_array(self, "safety", _DIAGNOSTIC_LEVEL[state], message, values))
 
 
