@@ -69,5 +69,6 @@ def test_split_nan_velocity_joint_states_drive_the_graph(node_processes, ros_nod
     chunks.publish(chunk_to_msg(Chunk(targets, dt, "joint_position", list(ROBOT.command_joints), stamp), 1))
     wait_for(lambda: broadcasters.measured("left_elbow_joint") > start + 0.2, 30, poll=ros_node.spin_briefly,
              message="the simulated left elbow following the chunk")
-    assert statuses[-1].state_name == "OK", statuses[-1].reason
+    # tracking (LIMITING: the supervisor may shape the motion to its jerk limits), never a hold or fault
+    assert statuses[-1].state_name in ("OK", "LIMITING"), statuses[-1].reason
     assert supervisor.alive()
