@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration import WallOssConfig
+from .flow_time import inference_times
 
 
 class InputError(ValueError):
@@ -539,8 +540,8 @@ class WallOssModel(nn.Module):
         if noise is None:
             noise = torch.randn(b, h, a, generator=generator, device=device, dtype=torch.float32)
         x_t = noise.to(device=device, dtype=torch.float32)
-        steps, scale = self.config.sampler.num_steps, self.config.sampler.time_scale
-        times = torch.linspace(0.0, 1.0, steps + 1, device=device, dtype=torch.float32) * scale
+        steps = self.config.sampler.num_steps
+        times = inference_times(self.config.sampler, device)
         cache = prompt_out = step = None
         if use_prefix_cache:
             cache, prompt_out = self.encode_prompt(prompt_stream, layout, with_output=trace is not None)
