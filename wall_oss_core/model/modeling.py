@@ -40,7 +40,7 @@ class ModelInputs:
     input_ids: torch.Tensor  # [B, S] long, left padded
     attention_mask: torch.Tensor  # [B, S] long, 1 = real token, 0 = left pad
     position_ids: torch.Tensor  # [3, B, S] long, mRoPE (t, h, w) indices
-    dof_mask: torch.Tensor  # [B, H, A] bool/float, 1 where the action dimension is used
+    dof_mask: torch.Tensor | None = None  # [B, H, A] bool/float, 1 where the action dimension is used (actions)
     pixel_values: torch.Tensor | None = None  # [N_patches, C*T*P*P] float, all images of the batch
     image_grid_thw: torch.Tensor | None = None  # [n_images, 3] long
     proprioception: torch.Tensor | None = None  # flow: [B, D] (or [B, 1, D]) normalized state
@@ -362,6 +362,13 @@ class WallOssModel(nn.Module):
 
         The rows of the action tokens are left as their token embeddings; the flow steps replace them.
         """
+        embeds = self.embed_tokens_and_images(inputs, trace)
+        if self.config.generation == "wall_oss_flow":
+            embeds = self._insert_proprioception(inputs, embeds)
+        return embeds
+
+    def embed_tokens_and_images(self, inputs: ModelInputs, trace: SamplingTrace | None = None) -> torch.Tensor:
+        """Token embeddings [B, S, D] with the image embeddings scattered into the <|image_pad|> slots."""
         ids = inputs.input_ids
         embeds = self.model.embed_tokens(ids)
         image_slots = ids == self.config.token_ids.image_pad
@@ -377,8 +384,6 @@ class WallOssModel(nn.Module):
                 raise InputError(f"{n_slots} <|image_pad|> tokens but the images give {image_embeds.shape[0]} "
                                  "embeddings (check image_grid_thw and the prompt)")
             embeds = embeds.masked_scatter(image_slots[..., None], image_embeds.to(embeds.dtype))
-        if self.config.generation == "wall_oss_flow":
-            embeds = self._insert_proprioception(inputs, embeds)
         return embeds
 
     def _insert_proprioception(self, inputs: ModelInputs, embeds: torch.Tensor) -> torch.Tensor:
@@ -505,12 +510,49 @@ class WallOssModel(nn.Module):
             hp, ha = layer.finish(hp, attn[:, :p], 0), layer.finish(ha, attn[:, p:], 1)
         return self.model.final_norm(hp, 0), self.model.final_norm(ha, 1)
 
+    # ---------------------------------------------------------------- text (vision-language expert only)
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 vocabulary logits; the LM head is tied to the token embeddings (not stored in checkpoints)."""
+        weight = self.model.embed_tokens.weight
+        return F.linear(hidden[..., : weight.shape[1]].to(weight.dtype), weight).float()
+
+    def decode_text(self, embeds: torch.Tensor, position_ids: torch.Tensor, key_valid: torch.Tensor,
+                    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+                    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Run T new tokens, all on the vision-language expert, after the K tokens held in `cache`.
+
+        embeds [B, T, D]; position_ids [3, B, T] (mRoPE); key_valid [B, K + T] bool, False on left padding.
+        Attention is causal over cache + new tokens and never sees padding keys (a padding query sees
+        itself, keeping its unused row finite).  Returns (final-normed hidden [B, T, D], cache of K + T keys).
+        """
+        b, t, _ = embeds.shape
+        past = cache[0][0].shape[2] if cache else 0
+        if position_ids.shape != (3, b, t) or key_valid.shape != (b, past + t):
+            raise InputError(f"position_ids must be [3, {b}, {t}] and key_valid [{b}, {past + t}], got "
+                             f"{tuple(position_ids.shape)} / {tuple(key_valid.shape)}")
+        text = self.config.text
+        dtype = self.model.embed_tokens.weight.dtype
+        cos_sin = mrope_cos_sin(position_ids, text.head_dim, text.rope_theta, text.mrope_section, dtype)
+        query_index = torch.arange(past, past + t, device=embeds.device)
+        key_index = torch.arange(past + t, device=embeds.device)
+        mask = (key_index[None] <= query_index[:, None])[None] & key_valid.bool()[:, None, :]
+        mask |= (key_index[None] == query_index[:, None])[None]
+        h, new_cache = embeds.to(dtype), []
+        for i, layer in enumerate(self.model.layers):
+            q, k, v = self._rope_qkv(layer, h, 0, cos_sin)
+            if cache:
+                k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
+            new_cache.append((k, v))
+            h = layer.finish(h, self._attend(q, k, v, mask[:, None]), 0)
+        return self.model.final_norm(h, 0), new_cache
+
     # ---------------------------------------------------------------- flow sampling
     def _check_action_inputs(self, inputs: ModelInputs, noise: torch.Tensor | None) -> tuple[int, int, int]:
         b = inputs.input_ids.shape[0]
         h, a = self.config.action.chunk_size, self.config.action.action_dim
-        if inputs.dof_mask.shape != (b, h, a):
-            raise InputError(f"dof_mask must be [{b}, {h}, {a}], got {tuple(inputs.dof_mask.shape)}")
+        if inputs.dof_mask is None or inputs.dof_mask.shape != (b, h, a):
+            got = None if inputs.dof_mask is None else tuple(inputs.dof_mask.shape)
+            raise InputError(f"dof_mask must be [{b}, {h}, {a}], got {got}")
         if noise is not None and noise.shape != (b, h, a):
             raise InputError(f"noise must be [{b}, {h}, {a}], got {tuple(noise.shape)}")
         return b, h, a

@@ -25,6 +25,7 @@ ACTION_TOKEN = "<|action|>"
 IMAGE_TOKEN = "<|image_pad|>"
 VISION_START_TOKEN = "<|vision_start|>"
 VISION_END_TOKEN = "<|vision_end|>"
+END_OF_TURN_TOKEN = "<|im_end|>"  # ends the assistant's answer (text generation stops there)
 
 # Phrases the checkpoints were trained with; unknown cameras fall back to their name with spaces.
 CAMERA_LABELS = {
@@ -59,6 +60,30 @@ def build_prompt(camera_names: Sequence[str], instruction: str, state_text: str,
         f"Instruction: {instruction}\n"
         f"Predict the next action in robot action.\nProprioception: {state_text}\n"
         "<|im_end|>\n<|im_start|>assistant\n" + ACTION_TOKEN * chunk_size
+    )
+
+
+TEXT_KINDS = ("vqa", "caption", "subtask")
+CAPTION_QUESTION = "Describe what you observe in the current scene."
+
+
+def build_text_prompt(camera_names: Sequence[str], kind: str, text: str) -> str:
+    """A text-generation prompt (no state, no action tokens) as the reference builds them.
+
+    vqa/caption: "Question: {text}" (caption asks `CAPTION_QUESTION`); subtask: "Instruction: {task}" then
+    "Predict the next action in language." (the co-training subtask turn).
+    """
+    if kind not in TEXT_KINDS:
+        raise ObservationError(f"unknown text kind {kind!r}; choose one of {list(TEXT_KINDS)}")
+    observation = "".join(
+        f" {camera_label(name)}: {VISION_START_TOKEN}{IMAGE_TOKEN}{VISION_END_TOKEN}" for name in camera_names
+    )
+    request = (f"Instruction: {text}\nPredict the next action in language.\n" if kind == "subtask"
+               else f"Question: {text}\n")
+    return (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\nObservation:{observation}\n{request}"
+        "<|im_end|>\n<|im_start|>assistant\n"
     )
 
 
@@ -229,6 +254,18 @@ class ProcessedBatch:
     agent_pos_mask: torch.Tensor | None  # [B, 1, state_dim] float32 (flow)
 
 
+@dataclass
+class TextBatch:
+    """Inputs of text generation: prompts without state or action tokens."""
+
+    prompts: list[str]
+    input_ids: torch.Tensor  # [B, S] long, left padded
+    attention_mask: torch.Tensor  # [B, S] long
+    position_ids: torch.Tensor  # [3, B, S] long
+    pixel_values: torch.Tensor  # [N, C] float32
+    image_grid_thw: torch.Tensor  # [n_images, 3] long
+
+
 class WallOssProcessor:
     """Turns cameras + normalized state + instructions into a `ProcessedBatch`."""
 
@@ -271,7 +308,7 @@ class WallOssProcessor:
         result = self.image_processor(images=frames, return_tensors="pt")
         return result["pixel_values"].to(torch.float32), result["image_grid_thw"].to(torch.long)
 
-    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
         input_ids = encoded["input_ids"].to(torch.long)
         if input_ids.shape[1] > self.settings.max_prompt_tokens:
@@ -279,13 +316,40 @@ class WallOssProcessor:
                 f"prompt has {input_ids.shape[1]} tokens, more than the checkpoint's limit "
                 f"{self.settings.max_prompt_tokens}; shorten the instruction or use fewer/smaller images"
             )
+        return input_ids, encoded["attention_mask"].to(torch.long)
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids, attention_mask = self._encode(prompts)
         actions_per_row = (input_ids == self.action_token_id).sum(dim=1)
         if not bool((actions_per_row == self.settings.chunk_size).all()):
             raise ObservationError(
                 f"every prompt must hold {self.settings.chunk_size} action tokens, got {actions_per_row.tolist()} "
                 "(the instruction must not contain special tokens)"
             )
-        return input_ids, encoded["attention_mask"].to(torch.long)
+        return input_ids, attention_mask
+
+    def text_inputs(self, images: Mapping[str, object], kind: str, texts: Sequence[str]) -> TextBatch:
+        """Cameras + one question / instruction per row -> a text-generation prompt batch."""
+        if isinstance(texts, str) or not texts:
+            raise ObservationError(f"need a list with one question or instruction per batch row, got {texts!r}")
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise ObservationError(f"questions and instructions must be non-empty strings, got {text!r}")
+        pixel_values, image_grid_thw = self.process_images(images, len(texts))
+        tokens_per_image = (image_grid_thw.prod(dim=1) // self.merge_size**2).tolist()
+        per_row = len(self.settings.camera_names)
+        prompts = [
+            expand_image_tokens(build_text_prompt(self.settings.camera_names, kind, text),
+                                tokens_per_image[row * per_row : (row + 1) * per_row])
+            for row, text in enumerate(texts)
+        ]
+        input_ids, attention_mask = self._encode(prompts)
+        image_slots = (input_ids == self.image_token_id).sum().item()
+        if image_slots != sum(tokens_per_image) or bool((input_ids == self.action_token_id).any()):
+            raise ObservationError("the question or instruction must not contain special tokens")
+        position_ids = mrope_position_ids(input_ids, attention_mask, image_grid_thw, self.image_token_id,
+                                          self.merge_size)
+        return TextBatch(prompts, input_ids, attention_mask, position_ids, pixel_values, image_grid_thw)
 
     def __call__(
         self, images: Mapping[str, object], normalized_state: np.ndarray | torch.Tensor, tasks: Sequence[str]
