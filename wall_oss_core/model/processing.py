@@ -1,8 +1,9 @@
 """Raw observation -> model inputs, exactly as the reference Wall-OSS pipelines build them.
 
 The image processor and tokenizer are the `transformers` Qwen2-VL / Qwen2 classes; this module
-only decides what goes into them (prompt text, image resize, state bins) and computes the
-multimodal rotary position ids (mRoPE) that the decoder consumes.
+only decides what goes into them (prompt text, image resizes, state bins) and computes the
+multimodal rotary position ids (mRoPE) that the decoder consumes.  Images match the references'
+torchvision-backed image processor (see `processor_resize`) without needing torchvision.
 """
 from __future__ import annotations
 
@@ -207,10 +208,45 @@ def load_tokenizer(checkpoint_dir: str | Path):
 
 
 def load_image_processor(checkpoint_dir: str | Path):
-    """The checkpoint's Qwen2-VL image processor (PIL backend: same numbers with or without torchvision)."""
+    """The checkpoint's Qwen2-VL image processor, PIL backend (no torchvision needed at run time).
+
+    Its own resize differs from the torchvision-backed processor the references run whenever smart_resize
+    resamples, so `process_images` first brings every frame to the smart_resize size with
+    `processor_resize`; the PIL processor then only rescales, normalizes and patches (its resize is a no-op).
+    """
     from transformers import Qwen2VLImageProcessorPil
 
     return Qwen2VLImageProcessorPil.from_pretrained(str(checkpoint_dir))
+
+
+# PIL resample id -> torch interpolate mode, as transformers' torchvision backend maps them (LANCZOS runs as
+# bicubic there, with a warning).
+_TORCH_RESAMPLE = {2: "bilinear", 3: "bicubic", 1: "bicubic"}
+
+
+def processor_resize(image: Image.Image, image_processor) -> Image.Image:
+    """Resize to the Qwen2-VL smart_resize size exactly as the torchvision-backed ("fast") processor does.
+
+    That processor resizes the uint8 CHW tensor with torchvision's `resize`, which on the CPU is
+    `torch.nn.functional.interpolate` (align_corners=False, antialias=True) run natively on uint8 for
+    bicubic; doing the same here gives its pixels bit for bit (pinned by test/data/image_processor).
+    Images already at the smart_resize size pass through.
+    """
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    width, height = image.size
+    size = image_processor.size
+    new_height, new_width = smart_resize(height, width, factor=image_processor.patch_size * image_processor.merge_size,
+                                         min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])
+    if (new_height, new_width) == (height, width):
+        return image
+    mode = _TORCH_RESAMPLE.get(int(image_processor.resample))
+    if mode is None:
+        raise ValueError(f"image processor resample {image_processor.resample} is not supported (bilinear/bicubic)")
+    pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()[None]
+    resized = torch.nn.functional.interpolate(pixels, size=(new_height, new_width), mode=mode, align_corners=False,
+                                              antialias=True)
+    return Image.fromarray(resized[0].permute(1, 2, 0).numpy())
 
 
 @dataclass(frozen=True)
@@ -304,7 +340,8 @@ class WallOssProcessor:
                 if len(batch_images) != batch_size:
                     raise ObservationError(f"camera {name!r} has {len(batch_images)} frames for a batch of {batch_size}")
                 frame = to_uint8_hwc(batch_images[row])
-                frames.append(resize_longest_side(frame, self.settings.image_longest_side))
+                resized = resize_longest_side(frame, self.settings.image_longest_side)
+                frames.append(processor_resize(resized, self.image_processor))
         result = self.image_processor(images=frames, return_tensors="pt")
         return result["pixel_values"].to(torch.float32), result["image_grid_thw"].to(torch.long)
 
