@@ -194,7 +194,7 @@ def test_static_action_step_with_padded_cache_matches_the_cached_step(model_05):
     prompt = torch.gather(case["decoder_inputs_embeds_step0"], 1,
                           layout.prompt_index[..., None].expand(-1, -1, model_05.config.hidden_size))
     with torch.no_grad():
-        cache, _ = model_05.encode_prompt(prompt, layout)
+        cache, _ = model_05.encode_prompt(prompt, layout, action_slots=model_05.config.action.chunk_size)
         step = StaticActionStep(model_05, batch=2, capacity=layout.prompt_index.shape[1] + 37)
         step.load(layout, cache, inputs.dof_mask)
         for x_t, t in zip(case["x_t_all_steps"][:3], case["times"][:3]):

@@ -210,6 +210,11 @@ class FlowDecoderLayer(nn.Module):
         return h + self.moe.experts[expert](self.post_attention_layernorm(h))
 
 
+def _with_slots(x: torch.Tensor, slots: int) -> torch.Tensor:
+    """x [B, H, T, hd] followed by `slots` zeroed positions along T."""
+    return torch.cat([x, x.new_zeros(*x.shape[:2], slots, x.shape[3])], dim=2) if slots else x
+
+
 def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     b, t, _ = x.shape
     return x.view(b, t, -1, head_dim).transpose(1, 2)
@@ -462,27 +467,37 @@ class WallOssModel(nn.Module):
         cos, sin = cos_sin
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def encode_prompt(self, prompt_embeds: torch.Tensor, layout: TokenLayout,
-                      with_output: bool = False) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
-        """Run the prompt stream alone; returns every layer's (k, v) and, optionally, the normed output."""
+    def encode_prompt(self, prompt_embeds: torch.Tensor, layout: TokenLayout, with_output: bool = False,
+                      action_slots: int = 0) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
+        """Run the prompt stream alone; returns every layer's (k, v) and, optionally, the normed output.
+
+        Each layer's keys/values get `action_slots` zeroed slots after the prompt's, which the cached flow steps
+        fill in place (no per-step concatenation of the whole cache).  The prompt's last-layer attention and
+        MLP only matter for `with_output`: the actions read the prompt's keys/values, never its outputs.
+        """
         h, cache = prompt_embeds, []
-        for layer in self.model.layers:
+        last = len(self.model.layers) - 1
+        for i, layer in enumerate(self.model.layers):
             q, k, v = self._rope_qkv(layer, h, 0, layout.prompt_cos_sin)
-            cache.append((k, v))
-            h = layer.finish(h, self._attend(q, k, v, layout.prompt_mask), 0)
+            cache.append((_with_slots(k, action_slots), _with_slots(v, action_slots)))
+            if i < last or with_output:
+                h = layer.finish(h, self._attend(q, k, v, layout.prompt_mask), 0)
         return cache, (self.model.final_norm(h, 0) if with_output else None)
 
     def decode_actions_cached(self, action_embeds: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor],
                               mask: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Run only the action stream against the cached prompt keys/values; returns the normed output.
 
-        `mask` [B, 1, H, K + H] covers the K cached keys followed by the H action keys.
+        `cache` holds per layer [B, Hkv, K + H, hd] buffers: K prompt keys, then H slots that receive this
+        step's action keys/values (`encode_prompt(..., action_slots=H)`).  `mask` [B, 1, H, K + H] covers them.
         """
         h = action_embeds
-        for layer, (pk, pv) in zip(self.model.layers, cache):
+        n = action_embeds.shape[1]
+        for layer, (keys, values) in zip(self.model.layers, cache):
             q, k, v = self._rope_qkv(layer, h, 1, cos_sin)
-            attn = self._attend(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), mask)
-            h = layer.finish(h, attn, 1)
+            keys[:, :, -n:].copy_(k)
+            values[:, :, -n:].copy_(v)
+            h = layer.finish(h, self._attend(q, keys, values, mask), 1)
         return self.model.final_norm(h, 1)
 
     def action_velocity(self, x_t: torch.Tensor, t: torch.Tensor, dof_mask: torch.Tensor,
@@ -586,7 +601,8 @@ class WallOssModel(nn.Module):
         times = inference_times(self.config.sampler, device)
         cache = prompt_out = step = None
         if use_prefix_cache:
-            cache, prompt_out = self.encode_prompt(prompt_stream, layout, with_output=trace is not None)
+            cache, prompt_out = self.encode_prompt(prompt_stream, layout, with_output=trace is not None,
+                                                   action_slots=h)
             if use_cuda_graph:
                 step = self._graphed_step(b, layout.prompt_index.shape[1])
                 step.load(layout, cache, inputs.dof_mask)
@@ -639,8 +655,9 @@ class WallOssModel(nn.Module):
 class StaticActionStep:
     """The cached action step over fixed buffers, so one CUDA graph serves every chunk.
 
-    The prompt cache is copied into buffers of `capacity` keys; the unused tail is masked out (and stays
-    finite), so any prompt up to `capacity` tokens reuses the same graph.  Without `capture()` it runs
+    The prompt cache is copied into buffers of `capacity` prompt keys followed by the action slots; the
+    unused prompt tail is masked out (and stays finite), so any prompt up to `capacity` tokens reuses the
+    same graph.  Without `capture()` it runs
     eagerly, which is how the padding is checked on machines without a GPU.
     """
 
@@ -655,7 +672,7 @@ class StaticActionStep:
         self.cos = torch.zeros(batch, 1, h, t.head_dim, device=device, dtype=dtype)
         self.sin = torch.zeros_like(self.cos)
         self.mask = torch.zeros(batch, 1, h, capacity + h, dtype=torch.bool, device=device)
-        shape = (batch, t.num_key_value_heads, capacity, t.head_dim)
+        shape = (batch, t.num_key_value_heads, capacity + h, t.head_dim)  # prompt capacity, then action slots
         self.cache = [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
                       for _ in range(t.num_hidden_layers)]
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -666,8 +683,8 @@ class StaticActionStep:
         if p > self.capacity:
             raise ValueError(f"prompt of {p} tokens exceeds the step buffers' capacity {self.capacity}")
         for (static_k, static_v), (k, v) in zip(self.cache, cache):
-            static_k[:, :, :p].copy_(k)
-            static_v[:, :, :p].copy_(v)
+            static_k[:, :, :p].copy_(k[:, :, :p])
+            static_v[:, :, :p].copy_(v[:, :, :p])
         self.mask.zero_()
         self.mask[..., :p].copy_(layout.action_mask[..., :p])
         self.mask[..., self.capacity:].copy_(layout.action_mask[..., p:])
