@@ -175,3 +175,16 @@ def test_pipeline_ask_rejects_bad_requests(pipeline_05):
         pipeline_05.ask(images, ["one", "two"])
     with pytest.raises(ObservationError, match="unknown text kind"):
         pipeline_05.ask(images, ["x"], kind="poem")
+
+
+@torch.no_grad()
+def test_flow_checkpoints_generate_text_with_the_same_cache_equivalence():
+    """Flow layers (shared attention, per-expert MLP) decode text on expert 0 as well."""
+    model, config = load_model(GOLDEN / "wall_oss_flow" / "checkpoint")
+    case = load_file(GOLDEN / "wall_oss_flow" / "b1.safetensors")
+    inputs, _ = golden_prompt(case, config.token_ids.action)
+    sampling = TextSampling(max_new_tokens=10, temperature=1.5)
+    runs = [generate_text(model, inputs, sampling, [], 0, use_cache=use_cache, generator=torch.Generator().manual_seed(1))
+            for use_cache in (True, False)]
+    assert torch.equal(runs[0].token_ids, runs[1].token_ids)
+    assert len(set(runs[0].token_ids[0].tolist())) > 3
