@@ -11,6 +11,7 @@ COMMANDS = {
     "demo": ("wall_oss_ros.demo", "run the full graph on the simulated bimanual arm and summarize"),
     "launch": ("wall_oss_ros.launch_runner", "run a launch/*.launch.yaml file (the same files ros2 launch runs)"),
     "infer": ("wall_oss_core.cli.infer", "run a checkpoint on an observation file (fake inference)"),
+    "ask": ("wall_oss_core.cli.ask", "ask a checkpoint about an observation file (VQA, caption, subtask)"),
     "make-checkpoint": ("wall_oss_core.cli.make_checkpoint", "write a tiny/small untrained checkpoint"),
     "eval": ("wall_oss_core.cli.eval", "open-loop evaluation of a checkpoint or replayed chunks on a bag"),
     "train": ("wall_oss_core.cli.train", "train a checkpoint on a LeRobot v3.0 dataset (reference flow objective)"),

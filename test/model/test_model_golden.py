@@ -128,6 +128,15 @@ def test_flow_single_sample(model_flow, use_prefix_cache):
     assert max_diff(out[..., :used], case["policy_chunk_bf16"]) <= 2e-2
 
 
+def test_flow_routing_matches_the_recorded_stage(model_flow):
+    """Expert routing: the tokens the model sends to the action expert are the golden moe_token_types."""
+    case = load_file(GOLDEN / "wall_oss_flow" / "b1.safetensors")
+    layout = model_flow.token_layout(inputs_flow(case), torch.float32)
+    routed = torch.zeros_like(case["moe_token_types"])
+    routed.scatter_(1, layout.action_index, True)
+    assert torch.equal(routed, case["moe_token_types"])
+
+
 def test_flow_bf16_model_tracks_the_bf16_reference():
     model = load_model(GOLDEN / "wall_oss_flow" / "checkpoint", dtype=torch.bfloat16)[0]
     case = load_file(GOLDEN / "wall_oss_flow" / "b1.safetensors")
@@ -204,7 +213,7 @@ def test_static_action_step_with_padded_cache_matches_the_cached_step(model_05):
     prompt = torch.gather(case["decoder_inputs_embeds_step0"], 1,
                           layout.prompt_index[..., None].expand(-1, -1, model_05.config.hidden_size))
     with torch.no_grad():
-        cache, _ = model_05.encode_prompt(prompt, layout)
+        cache, _ = model_05.encode_prompt(prompt, layout, action_slots=model_05.config.action.chunk_size)
         step = StaticActionStep(model_05, batch=2, capacity=layout.prompt_index.shape[1] + 37)
         step.load(layout, cache, inputs.dof_mask)
         for x_t, t in zip(case["x_t_all_steps"][:3], case["times"][:3]):

@@ -45,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.is_file():
         raise InferInputError(f"{what} file {path} does not exist")
     try:
@@ -57,7 +57,7 @@ def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], d
 
 def read_observation(path: Path, camera_names) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[str]]:
     """Images per camera, state [B, D] and tasks from an OBS file, checked against each other."""
-    tensors, metadata = _read_safetensors(path, "observation")
+    tensors, metadata = read_safetensors(path, "observation")
     if STATE_KEY not in tensors:
         raise InferInputError(f"{path}: missing `{STATE_KEY}` (B x state dim)")
     state = tensors[STATE_KEY]
@@ -72,6 +72,12 @@ def read_observation(path: Path, camera_names) -> tuple[dict[str, torch.Tensor],
         raise InferInputError(f"{path}: metadata `{TASK_METADATA}` is not JSON: {error}") from error
     if not isinstance(tasks, list) or len(tasks) != batch or not all(isinstance(task, str) for task in tasks):
         raise InferInputError(f"{path}: metadata `{TASK_METADATA}` must be a JSON list of {batch} strings, got {tasks!r}")
+    return read_images(path, tensors, camera_names, batch), state.float(), tasks
+
+
+def read_images(path: Path, tensors: dict[str, torch.Tensor], camera_names,
+                batch: int | None = None) -> dict[str, torch.Tensor]:
+    """The checkpoint's cameras from an OBS file's tensors, all with `batch` frames (default: the first's)."""
     available = sorted(key[len(IMAGE_PREFIX):] for key in tensors if key.startswith(IMAGE_PREFIX))
     missing = [camera for camera in camera_names if camera not in available]
     if missing:
@@ -88,14 +94,16 @@ def read_observation(path: Path, camera_names) -> tuple[dict[str, torch.Tensor],
                 f"{path}: `{IMAGE_PREFIX}{camera}` must be float B x 3 x H x W in [0, 1] or uint8 B x H x W x 3, "
                 f"got {frames.dtype} {list(frames.shape)}"
             )
+        batch = frames.shape[0] if batch is None else batch
         if frames.shape[0] != batch:
-            raise InferInputError(f"{path}: `{IMAGE_PREFIX}{camera}` has {frames.shape[0]} frames, the state has {batch} rows")
+            raise InferInputError(f"{path}: `{IMAGE_PREFIX}{camera}` has {frames.shape[0]} frames, expected {batch} "
+                                  "(the state's rows / the other cameras' frames)")
         images[camera] = frames.float() if frames.is_floating_point() else frames
-    return images, state.float(), tasks
+    return images
 
 
 def read_noise(path: Path) -> torch.Tensor:
-    tensors, _ = _read_safetensors(path, "noise")
+    tensors, _ = read_safetensors(path, "noise")
     if NOISE_KEY not in tensors:
         raise InferInputError(f"{path}: missing `{NOISE_KEY}` (B x H x A)")
     return tensors[NOISE_KEY].float()

@@ -67,8 +67,31 @@ class ActionHeadConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
+    """Flow-time schedule (`noise_scheduler` in config.json); see `flow_time` for the formulas."""
+
     num_steps: int = 10
     time_scale: float = 1.0  # 0.5 multiplies the Euler times by s = 0.999; flow uses 1.0
+    time_shift: float = 1.0  # k: t -> k t / (1 + (k - 1) t) before scaling (LeRobot wall_oss_05)
+    train_time_scale: float = 0.999  # s of the training times (both generations)
+    beta_alpha: float = 1.5  # training time 1 - Beta(alpha, beta)
+    beta_beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 1:
+            raise ConfigError(f"noise_scheduler: num_inference_timesteps must be >= 1, got {self.num_steps}")
+        if not self.time_shift > 0:
+            raise ConfigError(f"noise_scheduler: time_shift must be > 0, got {self.time_shift}")
+        if not (self.beta_alpha > 0 and self.beta_beta > 0):
+            raise ConfigError(f"noise_scheduler: beta_alpha/beta_beta must be > 0, got "
+                              f"{self.beta_alpha}/{self.beta_beta}")
+
+    def noise_scheduler_json(self) -> dict[str, float | int]:
+        """The config.json `noise_scheduler` block (time_shift only when it is not the identity)."""
+        out: dict[str, float | int] = {"beta_alpha": self.beta_alpha, "beta_beta": self.beta_beta,
+                                       "s": self.train_time_scale, "num_inference_timesteps": self.num_steps}
+        if self.time_shift != 1.0:
+            out["time_shift"] = self.time_shift
+        return out
 
 
 @dataclass(frozen=True)
@@ -177,8 +200,7 @@ class WallOssConfig:
                 "dim_inputs": [e.hidden_size for e in self.experts],
                 "experts": experts,
                 "action_hidden_size": self.action.hidden_size,
-                "noise_scheduler": {"s": self.sampler.time_scale,
-                                    "num_inference_timesteps": self.sampler.num_steps},
+                "noise_scheduler": self.sampler.noise_scheduler_json(),
                 "causal_action_attention_mask": True,
                 "use_state_string_representation": True,
             }
@@ -210,8 +232,7 @@ class WallOssConfig:
             "mlp_moe": True,
             "dof_config": dict(self.dof_config),
             "agent_pos_config": dict(self.agent_pos_config),
-            "noise_scheduler": {"beta_alpha": 1.5, "beta_beta": 1.0, "s": 0.999,
-                                "num_inference_timesteps": self.sampler.num_steps},
+            "noise_scheduler": self.sampler.noise_scheduler_json(),
             "chunk_size": self.action.chunk_size,
         })
         if self.camera_key_mapping:
@@ -337,10 +358,20 @@ def resolve_action_token_ids(directory: Path | None, text: dict[str, Any]) -> tu
 
 
 def _sampler(noise_scheduler: dict[str, Any], num_steps: Any, scale_times: bool) -> SamplerConfig:
-    """0.5 scales the Euler times by the scheduler's s; flow integrates over plain [0, 1] (s is train-only)."""
-    steps = int(num_steps if num_steps is not None else noise_scheduler.get("num_inference_timesteps", 10))
-    scale = float(noise_scheduler.get("s", 0.999)) if scale_times else 1.0
-    return SamplerConfig(num_steps=steps, time_scale=scale)
+    """0.5 scales the Euler times by the scheduler's s; flow integrates over plain [0, 1] (s is train-only).
+
+    `time_shift` (LeRobot wall_oss_05, default 1) warps both the inference and the training times.
+    """
+    if not isinstance(noise_scheduler, dict):
+        raise ConfigError(f"noise_scheduler must be an object, got {noise_scheduler!r}")
+    try:
+        steps = int(num_steps if num_steps is not None else noise_scheduler.get("num_inference_timesteps", 10))
+        s, shift, alpha, beta = (float(noise_scheduler.get(key, default)) for key, default in
+                                 (("s", 0.999), ("time_shift", 1.0), ("beta_alpha", 1.5), ("beta_beta", 1.0)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"noise_scheduler: non-numeric field ({exc})") from exc
+    return SamplerConfig(num_steps=steps, time_scale=s if scale_times else 1.0, time_shift=shift,
+                         train_time_scale=s, beta_alpha=alpha, beta_beta=beta)
 
 
 _05_MODEL_FIELDS = {"type", "vlm_config", "chunk_size", "max_action_dim", "max_state_dim",

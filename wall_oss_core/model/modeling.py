@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration import WallOssConfig
+from .flow_time import inference_times
 
 
 class InputError(ValueError):
@@ -39,7 +40,7 @@ class ModelInputs:
     input_ids: torch.Tensor  # [B, S] long, left padded
     attention_mask: torch.Tensor  # [B, S] long, 1 = real token, 0 = left pad
     position_ids: torch.Tensor  # [3, B, S] long, mRoPE (t, h, w) indices
-    dof_mask: torch.Tensor  # [B, H, A] bool/float, 1 where the action dimension is used
+    dof_mask: torch.Tensor | None = None  # [B, H, A] bool/float, 1 where the action dimension is used (actions)
     pixel_values: torch.Tensor | None = None  # [N_patches, C*T*P*P] float, all images of the batch
     image_grid_thw: torch.Tensor | None = None  # [n_images, 3] long
     proprioception: torch.Tensor | None = None  # flow: [B, D] (or [B, 1, D]) normalized state
@@ -209,6 +210,11 @@ class FlowDecoderLayer(nn.Module):
         return h + self.moe.experts[expert](self.post_attention_layernorm(h))
 
 
+def _with_slots(x: torch.Tensor, slots: int) -> torch.Tensor:
+    """x [B, H, T, hd] followed by `slots` zeroed positions along T."""
+    return torch.cat([x, x.new_zeros(*x.shape[:2], slots, x.shape[3])], dim=2) if slots else x
+
+
 def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     b, t, _ = x.shape
     return x.view(b, t, -1, head_dim).transpose(1, 2)
@@ -361,6 +367,13 @@ class WallOssModel(nn.Module):
 
         The rows of the action tokens are left as their token embeddings; the flow steps replace them.
         """
+        embeds = self.embed_tokens_and_images(inputs, trace)
+        if self.config.generation == "wall_oss_flow":
+            embeds = self._insert_proprioception(inputs, embeds)
+        return embeds
+
+    def embed_tokens_and_images(self, inputs: ModelInputs, trace: SamplingTrace | None = None) -> torch.Tensor:
+        """Token embeddings [B, S, D] with the image embeddings scattered into the <|image_pad|> slots."""
         ids = inputs.input_ids
         embeds = self.model.embed_tokens(ids)
         image_slots = ids == self.config.token_ids.image_pad
@@ -376,8 +389,6 @@ class WallOssModel(nn.Module):
                 raise InputError(f"{n_slots} <|image_pad|> tokens but the images give {image_embeds.shape[0]} "
                                  "embeddings (check image_grid_thw and the prompt)")
             embeds = embeds.masked_scatter(image_slots[..., None], image_embeds.to(embeds.dtype))
-        if self.config.generation == "wall_oss_flow":
-            embeds = self._insert_proprioception(inputs, embeds)
         return embeds
 
     def _insert_proprioception(self, inputs: ModelInputs, embeds: torch.Tensor) -> torch.Tensor:
@@ -456,27 +467,37 @@ class WallOssModel(nn.Module):
         cos, sin = cos_sin
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
-    def encode_prompt(self, prompt_embeds: torch.Tensor, layout: TokenLayout,
-                      with_output: bool = False) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
-        """Run the prompt stream alone; returns every layer's (k, v) and, optionally, the normed output."""
+    def encode_prompt(self, prompt_embeds: torch.Tensor, layout: TokenLayout, with_output: bool = False,
+                      action_slots: int = 0) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor | None]:
+        """Run the prompt stream alone; returns every layer's (k, v) and, optionally, the normed output.
+
+        Each layer's keys/values get `action_slots` zeroed slots after the prompt's, which the cached flow steps
+        fill in place (no per-step concatenation of the whole cache).  The prompt's last-layer attention and
+        MLP only matter for `with_output`: the actions read the prompt's keys/values, never its outputs.
+        """
         h, cache = prompt_embeds, []
-        for layer in self.model.layers:
+        last = len(self.model.layers) - 1
+        for i, layer in enumerate(self.model.layers):
             q, k, v = self._rope_qkv(layer, h, 0, layout.prompt_cos_sin)
-            cache.append((k, v))
-            h = layer.finish(h, self._attend(q, k, v, layout.prompt_mask), 0)
+            cache.append((_with_slots(k, action_slots), _with_slots(v, action_slots)))
+            if i < last or with_output:
+                h = layer.finish(h, self._attend(q, k, v, layout.prompt_mask), 0)
         return cache, (self.model.final_norm(h, 0) if with_output else None)
 
     def decode_actions_cached(self, action_embeds: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor],
                               mask: torch.Tensor, cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Run only the action stream against the cached prompt keys/values; returns the normed output.
 
-        `mask` [B, 1, H, K + H] covers the K cached keys followed by the H action keys.
+        `cache` holds per layer [B, Hkv, K + H, hd] buffers: K prompt keys, then H slots that receive this
+        step's action keys/values (`encode_prompt(..., action_slots=H)`).  `mask` [B, 1, H, K + H] covers them.
         """
         h = action_embeds
-        for layer, (pk, pv) in zip(self.model.layers, cache):
+        n = action_embeds.shape[1]
+        for layer, (keys, values) in zip(self.model.layers, cache):
             q, k, v = self._rope_qkv(layer, h, 1, cos_sin)
-            attn = self._attend(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), mask)
-            h = layer.finish(h, attn, 1)
+            keys[:, :, -n:].copy_(k)
+            values[:, :, -n:].copy_(v)
+            h = layer.finish(h, self._attend(q, keys, values, mask), 1)
         return self.model.final_norm(h, 1)
 
     def action_velocity(self, x_t: torch.Tensor, t: torch.Tensor, dof_mask: torch.Tensor,
@@ -504,12 +525,49 @@ class WallOssModel(nn.Module):
             hp, ha = layer.finish(hp, attn[:, :p], 0), layer.finish(ha, attn[:, p:], 1)
         return self.model.final_norm(hp, 0), self.model.final_norm(ha, 1)
 
+    # ---------------------------------------------------------------- text (vision-language expert only)
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 vocabulary logits; the LM head is tied to the token embeddings (not stored in checkpoints)."""
+        weight = self.model.embed_tokens.weight
+        return F.linear(hidden[..., : weight.shape[1]].to(weight.dtype), weight).float()
+
+    def decode_text(self, embeds: torch.Tensor, position_ids: torch.Tensor, key_valid: torch.Tensor,
+                    cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+                    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Run T new tokens, all on the vision-language expert, after the K tokens held in `cache`.
+
+        embeds [B, T, D]; position_ids [3, B, T] (mRoPE); key_valid [B, K + T] bool, False on left padding.
+        Attention is causal over cache + new tokens and never sees padding keys (a padding query sees
+        itself, keeping its unused row finite).  Returns (final-normed hidden [B, T, D], cache of K + T keys).
+        """
+        b, t, _ = embeds.shape
+        past = cache[0][0].shape[2] if cache else 0
+        if position_ids.shape != (3, b, t) or key_valid.shape != (b, past + t):
+            raise InputError(f"position_ids must be [3, {b}, {t}] and key_valid [{b}, {past + t}], got "
+                             f"{tuple(position_ids.shape)} / {tuple(key_valid.shape)}")
+        text = self.config.text
+        dtype = self.model.embed_tokens.weight.dtype
+        cos_sin = mrope_cos_sin(position_ids, text.head_dim, text.rope_theta, text.mrope_section, dtype)
+        query_index = torch.arange(past, past + t, device=embeds.device)
+        key_index = torch.arange(past + t, device=embeds.device)
+        mask = (key_index[None] <= query_index[:, None])[None] & key_valid.bool()[:, None, :]
+        mask |= (key_index[None] == query_index[:, None])[None]
+        h, new_cache = embeds.to(dtype), []
+        for i, layer in enumerate(self.model.layers):
+            q, k, v = self._rope_qkv(layer, h, 0, cos_sin)
+            if cache:
+                k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
+            new_cache.append((k, v))
+            h = layer.finish(h, self._attend(q, k, v, mask[:, None]), 0)
+        return self.model.final_norm(h, 0), new_cache
+
     # ---------------------------------------------------------------- flow sampling
     def _check_action_inputs(self, inputs: ModelInputs, noise: torch.Tensor | None) -> tuple[int, int, int]:
         b = inputs.input_ids.shape[0]
         h, a = self.config.action.chunk_size, self.config.action.action_dim
-        if inputs.dof_mask.shape != (b, h, a):
-            raise InputError(f"dof_mask must be [{b}, {h}, {a}], got {tuple(inputs.dof_mask.shape)}")
+        if inputs.dof_mask is None or inputs.dof_mask.shape != (b, h, a):
+            got = None if inputs.dof_mask is None else tuple(inputs.dof_mask.shape)
+            raise InputError(f"dof_mask must be [{b}, {h}, {a}], got {got}")
         if noise is not None and noise.shape != (b, h, a):
             raise InputError(f"noise must be [{b}, {h}, {a}], got {tuple(noise.shape)}")
         return b, h, a
@@ -539,11 +597,12 @@ class WallOssModel(nn.Module):
         if noise is None:
             noise = torch.randn(b, h, a, generator=generator, device=device, dtype=torch.float32)
         x_t = noise.to(device=device, dtype=torch.float32)
-        steps, scale = self.config.sampler.num_steps, self.config.sampler.time_scale
-        times = torch.linspace(0.0, 1.0, steps + 1, device=device, dtype=torch.float32) * scale
+        steps = self.config.sampler.num_steps
+        times = inference_times(self.config.sampler, device)
         cache = prompt_out = step = None
         if use_prefix_cache:
-            cache, prompt_out = self.encode_prompt(prompt_stream, layout, with_output=trace is not None)
+            cache, prompt_out = self.encode_prompt(prompt_stream, layout, with_output=trace is not None,
+                                                   action_slots=h)
             if use_cuda_graph:
                 step = self._graphed_step(b, layout.prompt_index.shape[1])
                 step.load(layout, cache, inputs.dof_mask)
@@ -596,8 +655,9 @@ class WallOssModel(nn.Module):
 class StaticActionStep:
     """The cached action step over fixed buffers, so one CUDA graph serves every chunk.
 
-    The prompt cache is copied into buffers of `capacity` keys; the unused tail is masked out (and stays
-    finite), so any prompt up to `capacity` tokens reuses the same graph.  Without `capture()` it runs
+    The prompt cache is copied into buffers of `capacity` prompt keys followed by the action slots; the
+    unused prompt tail is masked out (and stays finite), so any prompt up to `capacity` tokens reuses the
+    same graph.  Without `capture()` it runs
     eagerly, which is how the padding is checked on machines without a GPU.
     """
 
@@ -612,7 +672,7 @@ class StaticActionStep:
         self.cos = torch.zeros(batch, 1, h, t.head_dim, device=device, dtype=dtype)
         self.sin = torch.zeros_like(self.cos)
         self.mask = torch.zeros(batch, 1, h, capacity + h, dtype=torch.bool, device=device)
-        shape = (batch, t.num_key_value_heads, capacity, t.head_dim)
+        shape = (batch, t.num_key_value_heads, capacity + h, t.head_dim)  # prompt capacity, then action slots
         self.cache = [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
                       for _ in range(t.num_hidden_layers)]
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -623,8 +683,8 @@ class StaticActionStep:
         if p > self.capacity:
             raise ValueError(f"prompt of {p} tokens exceeds the step buffers' capacity {self.capacity}")
         for (static_k, static_v), (k, v) in zip(self.cache, cache):
-            static_k[:, :, :p].copy_(k)
-            static_v[:, :, :p].copy_(v)
+            static_k[:, :, :p].copy_(k[:, :, :p])
+            static_v[:, :, :p].copy_(v[:, :, :p])
         self.mask.zero_()
         self.mask[..., :p].copy_(layout.action_mask[..., :p])
         self.mask[..., self.capacity:].copy_(layout.action_mask[..., p:])

@@ -19,12 +19,14 @@ from .modeling import ModelInputs, WallOssModel
 from .normalization import CheckpointNormalization, NormalizationError, load_normalization
 from .processing import (
     DEFAULT_IMAGE_LONGEST_SIDE,
+    END_OF_TURN_TOKEN,
     GENERATION_05,
     ObservationError,
     ProcessedBatch,
     ProcessorSettings,
     WallOssProcessor,
 )
+from .text_generation import TextSampling, generate_text
 
 LOG = logging.getLogger(__name__)
 IMAGE_FEATURE_PREFIX = "observation.images."
@@ -199,6 +201,28 @@ class WallOssPipeline:
         width = self.processor.settings.active_action_dims
         actions = self.normalization.action.unnormalize(normalized[..., :width])
         return actions, normalized
+
+
+    @torch.no_grad()
+    def ask(self, images: Mapping[str, object], texts: Sequence[str], kind: str = "vqa",
+            sampling: TextSampling | None = None, generator: torch.Generator | None = None,
+            use_cache: bool = True) -> list[str]:
+        """One generated answer per row from the vision-language expert (see `text_generation`).
+
+        images: camera -> batch of frames, as for actions; texts: the question (vqa), the caption request
+        (caption) or the task instruction (subtask) per row.
+        """
+        batch = self.processor.text_inputs(images, kind, texts)
+        inputs = ModelInputs(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             position_ids=batch.position_ids, pixel_values=batch.pixel_values.to(self.dtype),
+                             image_grid_thw=batch.image_grid_thw).to(self.device)
+        tokenizer = self.processor.tokenizer
+        stops = {token for token in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(END_OF_TURN_TOKEN))
+                 if token is not None and token != tokenizer.unk_token_id}
+        generated = generate_text(self.model, inputs, sampling or TextSampling(), sorted(stops),
+                                  self.processor.pad_token_id, use_cache=use_cache, generator=generator)
+        return [text.strip() for text in tokenizer.batch_decode(generated.token_ids.cpu(), skip_special_tokens=True,
+                                                                clean_up_tokenization_spaces=False)]
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:

@@ -1,8 +1,9 @@
 """Raw observation -> model inputs, exactly as the reference Wall-OSS pipelines build them.
 
 The image processor and tokenizer are the `transformers` Qwen2-VL / Qwen2 classes; this module
-only decides what goes into them (prompt text, image resize, state bins) and computes the
-multimodal rotary position ids (mRoPE) that the decoder consumes.
+only decides what goes into them (prompt text, image resizes, state bins) and computes the
+multimodal rotary position ids (mRoPE) that the decoder consumes.  Images match the references'
+torchvision-backed image processor (see `processor_resize`) without needing torchvision.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ ACTION_TOKEN = "<|action|>"
 IMAGE_TOKEN = "<|image_pad|>"
 VISION_START_TOKEN = "<|vision_start|>"
 VISION_END_TOKEN = "<|vision_end|>"
+END_OF_TURN_TOKEN = "<|im_end|>"  # ends the assistant's answer (text generation stops there)
 
 # Phrases the checkpoints were trained with; unknown cameras fall back to their name with spaces.
 CAMERA_LABELS = {
@@ -59,6 +61,30 @@ def build_prompt(camera_names: Sequence[str], instruction: str, state_text: str,
         f"Instruction: {instruction}\n"
         f"Predict the next action in robot action.\nProprioception: {state_text}\n"
         "<|im_end|>\n<|im_start|>assistant\n" + ACTION_TOKEN * chunk_size
+    )
+
+
+TEXT_KINDS = ("vqa", "caption", "subtask")
+CAPTION_QUESTION = "Describe what you observe in the current scene."
+
+
+def build_text_prompt(camera_names: Sequence[str], kind: str, text: str) -> str:
+    """A text-generation prompt (no state, no action tokens) as the reference builds them.
+
+    vqa/caption: "Question: {text}" (caption asks `CAPTION_QUESTION`); subtask: "Instruction: {task}" then
+    "Predict the next action in language." (the co-training subtask turn).
+    """
+    if kind not in TEXT_KINDS:
+        raise ObservationError(f"unknown text kind {kind!r}; choose one of {list(TEXT_KINDS)}")
+    observation = "".join(
+        f" {camera_label(name)}: {VISION_START_TOKEN}{IMAGE_TOKEN}{VISION_END_TOKEN}" for name in camera_names
+    )
+    request = (f"Instruction: {text}\nPredict the next action in language.\n" if kind == "subtask"
+               else f"Question: {text}\n")
+    return (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        f"<|im_start|>user\nObservation:{observation}\n{request}"
+        "<|im_end|>\n<|im_start|>assistant\n"
     )
 
 
@@ -182,10 +208,45 @@ def load_tokenizer(checkpoint_dir: str | Path):
 
 
 def load_image_processor(checkpoint_dir: str | Path):
-    """The checkpoint's Qwen2-VL image processor (PIL backend: same numbers with or without torchvision)."""
+    """The checkpoint's Qwen2-VL image processor, PIL backend (no torchvision needed at run time).
+
+    Its own resize differs from the torchvision-backed processor the references run whenever smart_resize
+    resamples, so `process_images` first brings every frame to the smart_resize size with
+    `processor_resize`; the PIL processor then only rescales, normalizes and patches (its resize is a no-op).
+    """
     from transformers import Qwen2VLImageProcessorPil
 
     return Qwen2VLImageProcessorPil.from_pretrained(str(checkpoint_dir))
+
+
+# PIL resample id -> torch interpolate mode, as transformers' torchvision backend maps them (LANCZOS runs as
+# bicubic there, with a warning).
+_TORCH_RESAMPLE = {2: "bilinear", 3: "bicubic", 1: "bicubic"}
+
+
+def processor_resize(image: Image.Image, image_processor) -> Image.Image:
+    """Resize to the Qwen2-VL smart_resize size exactly as the torchvision-backed ("fast") processor does.
+
+    That processor resizes the uint8 CHW tensor with torchvision's `resize`, which on the CPU is
+    `torch.nn.functional.interpolate` (align_corners=False, antialias=True) run natively on uint8 for
+    bicubic; doing the same here gives its pixels bit for bit (pinned by test/data/image_processor).
+    Images already at the smart_resize size pass through.
+    """
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    width, height = image.size
+    size = image_processor.size
+    new_height, new_width = smart_resize(height, width, factor=image_processor.patch_size * image_processor.merge_size,
+                                         min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])
+    if (new_height, new_width) == (height, width):
+        return image
+    mode = _TORCH_RESAMPLE.get(int(image_processor.resample))
+    if mode is None:
+        raise ValueError(f"image processor resample {image_processor.resample} is not supported (bilinear/bicubic)")
+    pixels = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()[None]
+    resized = torch.nn.functional.interpolate(pixels, size=(new_height, new_width), mode=mode, align_corners=False,
+                                              antialias=True)
+    return Image.fromarray(resized[0].permute(1, 2, 0).numpy())
 
 
 @dataclass(frozen=True)
@@ -229,6 +290,18 @@ class ProcessedBatch:
     agent_pos_mask: torch.Tensor | None  # [B, 1, state_dim] float32 (flow)
 
 
+@dataclass
+class TextBatch:
+    """Inputs of text generation: prompts without state or action tokens."""
+
+    prompts: list[str]
+    input_ids: torch.Tensor  # [B, S] long, left padded
+    attention_mask: torch.Tensor  # [B, S] long
+    position_ids: torch.Tensor  # [3, B, S] long
+    pixel_values: torch.Tensor  # [N, C] float32
+    image_grid_thw: torch.Tensor  # [n_images, 3] long
+
+
 class WallOssProcessor:
     """Turns cameras + normalized state + instructions into a `ProcessedBatch`."""
 
@@ -267,11 +340,12 @@ class WallOssProcessor:
                 if len(batch_images) != batch_size:
                     raise ObservationError(f"camera {name!r} has {len(batch_images)} frames for a batch of {batch_size}")
                 frame = to_uint8_hwc(batch_images[row])
-                frames.append(resize_longest_side(frame, self.settings.image_longest_side))
+                resized = resize_longest_side(frame, self.settings.image_longest_side)
+                frames.append(processor_resize(resized, self.image_processor))
         result = self.image_processor(images=frames, return_tensors="pt")
         return result["pixel_values"].to(torch.float32), result["image_grid_thw"].to(torch.long)
 
-    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
         input_ids = encoded["input_ids"].to(torch.long)
         if input_ids.shape[1] > self.settings.max_prompt_tokens:
@@ -279,13 +353,40 @@ class WallOssProcessor:
                 f"prompt has {input_ids.shape[1]} tokens, more than the checkpoint's limit "
                 f"{self.settings.max_prompt_tokens}; shorten the instruction or use fewer/smaller images"
             )
+        return input_ids, encoded["attention_mask"].to(torch.long)
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids, attention_mask = self._encode(prompts)
         actions_per_row = (input_ids == self.action_token_id).sum(dim=1)
         if not bool((actions_per_row == self.settings.chunk_size).all()):
             raise ObservationError(
                 f"every prompt must hold {self.settings.chunk_size} action tokens, got {actions_per_row.tolist()} "
                 "(the instruction must not contain special tokens)"
             )
-        return input_ids, encoded["attention_mask"].to(torch.long)
+        return input_ids, attention_mask
+
+    def text_inputs(self, images: Mapping[str, object], kind: str, texts: Sequence[str]) -> TextBatch:
+        """Cameras + one question / instruction per row -> a text-generation prompt batch."""
+        if isinstance(texts, str) or not texts:
+            raise ObservationError(f"need a list with one question or instruction per batch row, got {texts!r}")
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise ObservationError(f"questions and instructions must be non-empty strings, got {text!r}")
+        pixel_values, image_grid_thw = self.process_images(images, len(texts))
+        tokens_per_image = (image_grid_thw.prod(dim=1) // self.merge_size**2).tolist()
+        per_row = len(self.settings.camera_names)
+        prompts = [
+            expand_image_tokens(build_text_prompt(self.settings.camera_names, kind, text),
+                                tokens_per_image[row * per_row : (row + 1) * per_row])
+            for row, text in enumerate(texts)
+        ]
+        input_ids, attention_mask = self._encode(prompts)
+        image_slots = (input_ids == self.image_token_id).sum().item()
+        if image_slots != sum(tokens_per_image) or bool((input_ids == self.action_token_id).any()):
+            raise ObservationError("the question or instruction must not contain special tokens")
+        position_ids = mrope_position_ids(input_ids, attention_mask, image_grid_thw, self.image_token_id,
+                                          self.merge_size)
+        return TextBatch(prompts, input_ids, attention_mask, position_ids, pixel_values, image_grid_thw)
 
     def __call__(
         self, images: Mapping[str, object], normalized_state: np.ndarray | torch.Tensor, tasks: Sequence[str]
