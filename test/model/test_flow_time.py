@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from wall_oss_core.model.configuration import ConfigError, SamplerConfig, WallOssConfig
-from wall_oss_core.model.flow_time import inference_times, sample_training_times, shift_times
+from wall_oss_core.model.flow_time import inference_times, shift_times
 from wall_oss_core.model.loading import load_model
 from wall_oss_core.model.modeling import ModelInputs, SamplingTrace
 
@@ -95,20 +95,3 @@ def test_shift_formula_endpoints_and_monotonicity():
     assert shift_times(t, 1.0) is t
     assert torch.allclose(inference_times(SamplerConfig(num_steps=4, time_scale=1.0, time_shift=2.0)),
                           torch.tensor([0.0, 0.4, 2 / 3, 6 / 7, 1.0]), atol=1e-7)
-
-
-def test_training_times_are_the_shifted_scaled_complement_of_a_beta_draw():
-    plain = SamplerConfig(time_scale=0.999, time_shift=1.0)
-    shifted = SamplerConfig(time_scale=0.999, time_shift=3.0)
-    torch.manual_seed(7)
-    t1 = sample_training_times(plain, 20000)
-    torch.manual_seed(7)
-    t3 = sample_training_times(shifted, 20000)
-    assert t1.shape == (20000,) and t1.dtype == torch.float32
-    assert float(t1.min()) >= 0.0 and float(t1.max()) <= 0.999
-    # 1 - Beta(1.5, 1) has mean 1 - 1.5 / 2.5 = 0.4 (standard error here about 0.002)
-    assert float(t1.mean()) == pytest.approx(0.4 * 0.999, abs=0.01)
-    u = t1 / 0.999
-    assert torch.allclose(t3, 3 * u / (1 + 2 * u) * 0.999, atol=1e-6)
-    with pytest.raises(ValueError, match="batch_size"):
-        sample_training_times(plain, 0)

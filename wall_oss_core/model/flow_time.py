@@ -23,16 +23,3 @@ def inference_times(sampler: SamplerConfig, device: torch.device | str | None = 
     """The N + 1 Euler times [N + 1] (fp32) the sampler integrates over."""
     times = torch.linspace(0.0, 1.0, sampler.num_steps + 1, device=device, dtype=torch.float32)
     return shift_times(times, sampler.time_shift) * sampler.time_scale
-
-
-def sample_training_times(sampler: SamplerConfig, batch_size: int,
-                          device: torch.device | str | None = None) -> torch.Tensor:
-    """One training flow time per sample [B] (fp32): (shifted 1 - Beta(alpha, beta)) * s.
-
-    Draws from torch's global generator (`torch.manual_seed` makes it reproducible), as the reference does.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    beta = torch.distributions.Beta(torch.tensor(sampler.beta_alpha), torch.tensor(sampler.beta_beta))
-    t = 1 - beta.sample((batch_size,)).to(device=device, dtype=torch.float32)
-    return shift_times(t, sampler.time_shift) * sampler.train_time_scale

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from wall_oss_core.model.configuration import WallOssConfig
+from wall_oss_core.model.flow_time import shift_times
 from wall_oss_core.model.modeling import ModelInputs, WallOssModel
 
 
@@ -29,18 +30,16 @@ class FlowTimeSampler:
 
     @classmethod
     def for_config(cls, config: WallOssConfig) -> FlowTimeSampler:
-        # `time_shift` may live on the sampler config or, until it does, among the raw policy fields.
-        shift = getattr(config.sampler, "time_shift", None) or config.policy_fields.get("time_shift", 1.0)
-        return cls(scale=0.999, time_shift=float(shift))
+        """The checkpoint's noise scheduler: Beta parameters, training time scale and time shift."""
+        sampler = config.sampler
+        return cls(alpha=sampler.beta_alpha, beta=sampler.beta_beta, scale=sampler.train_time_scale,
+                   time_shift=sampler.time_shift)
 
     def __call__(self, batch: int, rng: np.random.Generator) -> torch.Tensor:
         return torch.from_numpy(self.warp(1.0 - rng.beta(self.alpha, self.beta, size=batch))).float()
 
     def warp(self, t):
-        k = self.time_shift
-        if k != 1.0:
-            t = k * t / (1.0 + (k - 1.0) * t)
-        return t * self.scale
+        return shift_times(t, self.time_shift) * self.scale
 
 
 def noisy_actions(actions: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -50,18 +49,14 @@ def noisy_actions(actions: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -
 
 
 def predict_velocity(model: WallOssModel, inputs: ModelInputs, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """The network's velocity [B, H, A] (fp32) at x_t, with gradients.
-
-    The prompt stream runs first and the action stream attends to its keys/values: exactly the reference's
-    full causal pass, because no prompt token attends to an action token.
-    """
+    """The network's velocity [B, H, A] (fp32) at x_t, with gradients: the reference's full pass over prompt and
+    action tokens (`decode_full`). The sampler's prefix cache writes action keys in place, which autograd refuses."""
     dtype = model.model.embed_tokens.weight.dtype
     layout = model.token_layout(inputs, dtype)
     embeds = model.embed_prompt(inputs)
     prompt = torch.gather(embeds.to(dtype), 1, layout.prompt_index[..., None].expand(-1, -1, embeds.shape[-1]))
-    cache, _ = model.encode_prompt(prompt, layout)
-    velocity, _ = model.action_velocity(x_t, t, inputs.dof_mask, layout.action_cos_sin, layout.action_mask, cache)
-    return velocity
+    _, action_out = model.decode_full(prompt, model.action_preprocessor.embed(x_t, t, inputs.dof_mask), layout)
+    return model.action_preprocessor.readout(action_out)
 
 
 def action_space_loss(velocity: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, actions: torch.Tensor,
