@@ -52,7 +52,7 @@ class CollisionChecker:
         for a, b in pairs:
             self._geometry.addCollisionPair(pin.CollisionPair(a, b))
         self._geometry_data = pin.GeometryData(self._geometry)
-        self.pairs = np.array(pairs)
+        self.pairs = np.array(pairs, dtype=int).reshape(-1, 2)  # (0, 2) for a URDF without collision shapes
         self.pair_names = [f"{self.names[a]}|{self.names[b]}" for a, b in pairs]
         # Joints that move both geometries of a pair move them rigidly together and cannot change their
         # distance: per pair, only the joints that move exactly one of them count.
