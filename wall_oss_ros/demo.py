@@ -280,21 +280,21 @@ class _Demo:
 
     def _observe(self, runner: LaunchRunner, run_dir: Path, policy: str, instruction: str, logs: Path) -> int:
         import rclpy
-        from rclpy.experimental import EventsExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import String
 
-        from wall_oss_ros.node_runtime import install_stop_signals
+        from wall_oss_ros.node_runtime import install_stop_signals, make_executor
         from wall_oss_ros.recorder import BagRecorder
 
         stop = install_stop_signals()
         context = rclpy.Context()
         rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node("wall_oss_demo", context=context)
-        # This process takes ~1500 messages/s while recording; the events executor needs about a third of
-        # SingleThreadedExecutor's CPU per message here. Driven by spin_once (its spin() stalls here).
-        executor = EventsExecutor(context=context)
+        # This process takes ~1500 messages/s while recording; the events executor (where rclpy has it)
+        # needs about a third of SingleThreadedExecutor's CPU per message here. Driven by spin_once (its
+        # spin() stalls here).
+        executor = make_executor(context)
         executor.add_node(node)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
