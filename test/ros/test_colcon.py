@@ -9,9 +9,11 @@ import subprocess
 import xml.etree.ElementTree as ElementTree
 
 import pytest
-from conftest import ROBOT_CONFIG, wait_for
+from conftest import wait_for
 from ros_install import NODE_EXECUTABLES, colcon, sourced_environment, wall_oss_install
 
+# The first test of a session also builds the install (1–4 minutes on 2 cores, see ros_install.py).
+pytestmark = pytest.mark.timeout(1200)
 SHARE_FILES = ("package.xml", "launch/sim.launch.yaml", "launch/graph.launch.yaml", "launch/robot.launch.yaml",
                "config/bimanual.yaml", "config/policy_node.params.yaml", "config/fastdds.xml",
                "config/wall_oss.rviz", "urdf/wall_bimanual.urdf", "msg/ActionChunk.msg", "msg/SafetyStatus.msg")
@@ -60,14 +62,14 @@ def test_installed_cli_is_on_path(install):
 
 
 def test_installed_node_runs_over_dds(install, ros_node, tmp_path):
-    """`ros2 run wall_oss safety_supervisor_node` is lib/wall_oss/safety_supervisor_node run directly."""
+    """`ros2 run wall_oss safety_supervisor_node` is lib/wall_oss/safety_supervisor_node run directly; its
+    default robot config resolves from the install space."""
     workspace, env = install
     executable = workspace / "install" / "wall_oss" / "lib" / "wall_oss" / "safety_supervisor_node"
     log = tmp_path / "supervisor.log"
     with open(log, "w") as output:
-        process = subprocess.Popen([str(executable), "--ros-args", "-r", "__ns:=/colcon_check",
-                                    "-p", f"robot_config:={ROBOT_CONFIG}"], env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen([str(executable), "--ros-args", "-r", "__ns:=/colcon_check"], env=env,
+                                   cwd=workspace, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: ("safety_supervisor", "/colcon_check") in ros_node.get_node_names_and_namespaces()
                  or process.poll() is not None, 60, poll=ros_node.spin_briefly, message="the installed node")

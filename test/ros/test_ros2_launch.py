@@ -18,6 +18,8 @@ import pytest
 from conftest import REPO_ROOT, wait_for
 from ros_install import ros2_launch_environment, wall_oss_install
 
+# The first test of a session also builds the install (1–4 minutes on 2 cores, see ros_install.py).
+pytestmark = pytest.mark.timeout(1200)
 ROS2_LAUNCH = Path(__file__).with_name("ros2_launch.py")
 URDF = REPO_ROOT / "urdf" / "wall_bimanual.urdf"
 SIM_NODES = ("sim_arm_node", "policy_node", "chunk_executor_node", "safety_supervisor_node")
@@ -104,5 +106,27 @@ def test_sim_launch_moves_the_arm_and_stops_cleanly_on_ctrl_c(ros2_launch_env, r
     assert returncode == 0, log
     reports = _exit_reports(log)
     for node in (*SIM_NODES, "robot_state_publisher"):
+        assert reports.get(node) == "finished cleanly", f"{node}: {reports.get(node)}\n{log}"
+    assert "Traceback" not in log, log
+
+
+def test_robot_launch_comes_up_waiting_for_the_robot_and_stops_cleanly(ros2_launch_env, ros_node, tmp_path):
+    """robot.launch.yaml with no robot: policy, executor, supervisor and robot_state_publisher start from the
+    install space and wait for joint states; the terminal's Ctrl-C stops them all cleanly."""
+    launch = LaunchProcess(ros2_launch_env, tmp_path / "ros2_launch.log", "robot.launch.yaml", "backend:=scripted",
+                           "publish_robot_description:=true", "namespace:=robot_check")
+    expected = {("policy", "/robot_check"), ("chunk_executor", "/robot_check"),
+                ("safety_supervisor", "/robot_check"), ("robot_state_publisher", "/")}
+    try:
+        wait_for(lambda: expected <= set(ros_node.get_node_names_and_namespaces())
+                 or launch.process.poll() is not None, 60, poll=ros_node.spin_briefly, message="the robot graph")
+        assert launch.process.poll() is None, launch.log()
+        returncode = launch.terminal_ctrl_c()
+    finally:
+        launch.kill()
+    log = launch.log_path.read_text()
+    assert returncode == 0, log
+    reports = _exit_reports(log)
+    for node in ("policy_node", "chunk_executor_node", "safety_supervisor_node", "robot_state_publisher"):
         assert reports.get(node) == "finished cleanly", f"{node}: {reports.get(node)}\n{log}"
     assert "Traceback" not in log, log
