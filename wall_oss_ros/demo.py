@@ -11,7 +11,7 @@ backend runs the built-in checkpoint: an UNTRAINED model with random weights wri
 generator into the run directory, so the whole model path (preprocessing, prefix-cached flow
 sampling, EE actions → IK) runs with nothing but this repository; its motions are meaningless, and
 the safety supervisor keeps them within limits. --scripted replays a scripted reach-and-grasp
-demonstration instead (`wall_oss_core.sim.demo_trajectory`) through the replay backend. Exit status 1 when the graph misbehaves: a node died, no
+demonstration instead (`wall_oss_core.sim.demo_trajectory`, the policy's scripted backend). Exit status 1 when the graph misbehaves: a node died, no
 chunk or no controller command arrived, or the graph did not come up in time.
 """
 from __future__ import annotations
@@ -231,17 +231,13 @@ class _Demo:
 
     def _prepare(self, run_dir: Path) -> tuple[dict[str, str], str, str]:
         """Launch arguments, a description of the policy, and the instruction to publish."""
-        from wall_oss_core.backends.replay import save_recording
-        from wall_oss_core.robot.kinematics import BimanualKinematics
-        from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
+        from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION
 
         arguments = {"rate_hz": f"{self.args.rate_hz:.1f}", "publish_compressed_images": "true"}
         instruction = self.args.instruction or DEMO_INSTRUCTION
         if self.args.scripted:
-            chunks = run_dir / "demo_chunks.npz"
-            save_recording(chunks, DemoTrajectory(BimanualKinematics(self.robot)).recording())
-            arguments.update(backend="replay", replay_source=str(chunks))
-            policy = f"replay of the scripted reach-and-grasp demonstration ({chunks.name})"
+            arguments.update(backend="scripted")
+            policy = "the scripted reach-and-grasp demonstration (backend scripted)"
         elif self.args.checkpoint is not None:
             arguments.update(backend="wall_oss", checkpoint=str(self.args.checkpoint.resolve()))
             policy = f"Wall-OSS checkpoint {self.args.checkpoint}"
@@ -284,21 +280,21 @@ class _Demo:
 
     def _observe(self, runner: LaunchRunner, run_dir: Path, policy: str, instruction: str, logs: Path) -> int:
         import rclpy
-        from rclpy.experimental import EventsExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import String
 
-        from wall_oss_ros.node_runtime import install_stop_signals
+        from wall_oss_ros.node_runtime import install_stop_signals, make_executor
         from wall_oss_ros.recorder import BagRecorder
 
         stop = install_stop_signals()
         context = rclpy.Context()
         rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
         node = rclpy.create_node("wall_oss_demo", context=context)
-        # This process takes ~1500 messages/s while recording; the events executor needs about a third of
-        # SingleThreadedExecutor's CPU per message here. Driven by spin_once (its spin() stalls here).
-        executor = EventsExecutor(context=context)
+        # This process takes ~1500 messages/s while recording; the events executor (where rclpy has it)
+        # needs about a third of SingleThreadedExecutor's CPU per message here. Driven by spin_once (its
+        # spin() stalls here).
+        executor = make_executor(context)
         executor.add_node(node)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -112,9 +112,13 @@ class MarkersNode(Node):
                                          int(msg.commands_rejected)))
 
     def _publish(self):
+        """Each array first clears what rviz shows, then draws the scene: a path or box that is gone from
+        the scene (a dropped chunk, a shorter path) does not linger as a stale marker."""
         stamp = self.get_clock().now().to_msg()
-        self.publisher.publish(MarkerArray(markers=[to_marker(item, self.frame_id, stamp)
-                                                    for item in self.scene.markers()]))
+        clear = Marker(action=Marker.DELETEALL)
+        clear.header.frame_id, clear.header.stamp = self.frame_id, stamp
+        self.publisher.publish(MarkerArray(markers=[clear, *(to_marker(item, self.frame_id, stamp)
+                                                             for item in self.scene.markers())]))
 
 
 def main(args=None) -> int:

@@ -59,13 +59,13 @@ def ignore_further_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def make_executor():
+def make_executor(context=None):
     """EventsExecutor where this rclpy has it (Kilted; Jazzy from rclpy 7.1.4), else SingleThreadedExecutor."""
     try:
         from rclpy.experimental import EventsExecutor
     except ImportError:
-        return SingleThreadedExecutor()
-    return EventsExecutor()
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
 
 
 def run_node(make_node: Callable[[], Node], name: str, args=None) -> int:

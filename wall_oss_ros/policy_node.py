@@ -24,17 +24,18 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from wall_oss.msg import ActionChunk
 
-from wall_oss_core.backends.replay import ALIGNMENTS, replay_policy_from_path
+from wall_oss_core.backends.replay import ALIGNMENTS, ReplayPolicy, replay_policy_from_path
 from wall_oss_core.policy.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
 from wall_oss_core.policy.instruction import InstructionError, validate_instruction
 from wall_oss_core.policy.interface import Observation, Policy, PolicyError
 from wall_oss_core.policy.observation import AssemblyLimits, InputRejected, ObservationAssembler, Unavailable
 from wall_oss_core.robot.config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
+from wall_oss_core.sim.demo_trajectory import DemoTrajectory
 from wall_oss_ros.conversions import chunk_to_msg, stamp_to_seconds
 from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node, subscribe_instructions
 
-BACKENDS = ("replay", "wall_oss")
+BACKENDS = ("scripted", "replay", "wall_oss")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 DTYPES = ("float32", "bfloat16", "float16")
 CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -48,7 +49,7 @@ class PolicyNodeParams:
     """Parameters of policy_node (config/policy_node.params.yaml holds the launch defaults)."""
 
     robot_config: str = ""
-    backend: str = "replay"
+    backend: str = "scripted"
     replay_source: str = ""
     replay_topic: str = ""
     replay_alignment: str = "relative"
@@ -116,6 +117,9 @@ def declare_params(node: Node) -> PolicyNodeParams:
 
 def make_policy(params: PolicyNodeParams, robot: RobotConfig) -> Policy:
     """The configured backend. The model backend is imported only when chosen (it pulls in torch)."""
+    if params.backend == "scripted":
+        # The scripted reach-and-grasp demonstration, replayed: the graph moves with nothing configured.
+        return ReplayPolicy(DemoTrajectory(BimanualKinematics(robot)).recording(), loop=params.replay_loop)
     if params.backend == "replay":
         return replay_policy_from_path(params.replay_source, topic=params.replay_topic or None,
                                        alignment=params.replay_alignment, loop=params.replay_loop)

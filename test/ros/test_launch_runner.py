@@ -413,3 +413,18 @@ def test_bad_launch_file_exits_two_with_the_reason(tmp_path):
                             text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "launch argument 'a' has no default" in result.stderr
+
+
+@pytest.mark.parametrize("launch_file", ["sim.launch.yaml", "robot.launch.yaml"])
+def test_use_sim_time_reaches_every_node(launch_file):
+    plan = plan_launch(resolve_launch_file(launch_file), {"use_sim_time": "true", "use_rviz": "true"})
+    try:
+        assert len(plan.nodes) >= 4
+        for node in plan.nodes:
+            values = {}
+            for params_file in _params_files(node.command):
+                for entry in yaml.safe_load(params_file.read_text()).values():
+                    values.update(entry["ros__parameters"])
+            assert values.get("use_sim_time") is True, (node.name, values)
+    finally:
+        plan.cleanup()

@@ -49,6 +49,9 @@ def test_markers_on_real_messages(node_processes, ros_node):
 
     wait_for(complete, timeout=30, poll=publish, message="a complete marker array")
     assert node.alive()
+    # every array starts by clearing rviz's markers, then adds the current scene: no stale paths stay
+    actions = [m.action for m in received[-1].markers]
+    assert actions[0] == Marker.DELETEALL and set(actions[1:]) == {Marker.ADD}
     markers = {m.ns: m for m in received[-1].markers}
     assert all(m.header.frame_id == robot.base_frame for m in markers.values())
 

@@ -2,6 +2,7 @@
 twice within milliseconds, and the node must still exit 0."""
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -40,3 +41,24 @@ def test_parameter_changes_at_runtime_are_refused(node_processes, ros_node, modu
     wait_for(future.done, 10, poll=ros_node.spin_briefly, message="the set_parameters response")
     result = future.result().results[0]
     assert not result.successful and "read-only" in result.reason
+
+
+@pytest.mark.parametrize("has_events_executor", [True, False])
+def test_make_executor_binds_the_context_and_falls_back_without_events_executor(monkeypatch, has_events_executor):
+    """Jazzy's rclpy before 7.1.4 has no rclpy.experimental.EventsExecutor: SingleThreadedExecutor then."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from wall_oss_ros.node_runtime import make_executor
+
+    if not has_events_executor:
+        monkeypatch.setitem(sys.modules, "rclpy.experimental", None)  # import fails as on an older rclpy
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        executor = make_executor(context)
+        assert executor.context is context
+        assert isinstance(executor, SingleThreadedExecutor) != has_events_executor
+        executor.shutdown()
+    finally:
+        rclpy.shutdown(context=context)

@@ -14,7 +14,7 @@ ENTRY_TEMPLATE = REPO_ROOT / "scripts" / "node_entry.py.in"
 def configured_entry(node: str, directory: Path) -> Path:
     """The file CMake's configure_file(... @ONLY) makes of the template for `node`."""
     path = directory / node
-    path.write_text(ENTRY_TEMPLATE.read_text().replace("@node@", node))
+    path.write_text(ENTRY_TEMPLATE.read_text().replace("@node@", node).replace("@module@", node))
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return path
 

@@ -15,6 +15,7 @@ from wall_oss.msg import ActionChunk
 from wall_oss_core.backends.replay import Recording, save_recording
 from wall_oss_core.policy.interface import Chunk
 from wall_oss_core.robot.config import load_robot_config
+from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_ros.conversions import msg_to_chunk, stamp_to_seconds, vector_to_joint_state
 
 ROBOT = load_robot_config(ROBOT_CONFIG)
@@ -95,8 +96,8 @@ class Rig:
 
 
 def start_policy(node_processes, recording, **params):
-    return node_processes(MODULE, params={"robot_config": str(ROBOT_CONFIG), "replay_source": str(recording),
-                                          "diagnostics_period": 0.2, **params})
+    return node_processes(MODULE, params={"robot_config": str(ROBOT_CONFIG), "backend": "replay",
+                                          "replay_source": str(recording), "diagnostics_period": 0.2, **params})
 
 
 def test_chunks_carry_the_observation_stamp_bad_inputs_are_counted_and_late_joiners_get_the_instruction(
@@ -178,6 +179,22 @@ def test_backend_errors_are_counted_and_the_node_keeps_running(ros_node, node_pr
     assert not rig.chunks and policy.alive()
 
 
+def test_default_scripted_backend_serves_the_demonstration_with_nothing_configured(ros_node, node_processes):
+    """What the launch files start by default: the scripted reach-and-grasp demonstration, no file needed."""
+    from wall_oss_core.sim.demo_trajectory import DemoTrajectory
+
+    rig = Rig(ros_node)
+    rig.instruct("pick up the red cube")
+    policy = node_processes(MODULE, params={"robot_config": str(ROBOT_CONFIG), "diagnostics_period": 0.2})
+    rig.wait(lambda: len(rig.chunks) >= 2 and rig.diagnostics.get("backend") == "scripted", 30.0,
+             "chunks of the scripted backend")
+    expected = DemoTrajectory(BimanualKinematics(ROBOT)).recording().chunks[0].actions
+    first = msg_to_chunk(rig.chunks[0])
+    assert first.action_names == list(ROBOT.command_joints)
+    np.testing.assert_allclose(first.actions, expected, atol=1e-6)
+    assert policy.stop() == 0
+
+
 @pytest.mark.parametrize("params, message", [
     ({"backend": "magic"}, "backend must be one of"),
     ({"replay_source": "/nonexistent/chunks.npz"}, "does not exist"),
@@ -185,8 +202,8 @@ def test_backend_errors_are_counted_and_the_node_keeps_running(ros_node, node_pr
     ({"camera_max_age": -1.0}, "camera_max_age"),
 ])
 def test_bad_parameters_stop_the_node_with_a_clear_error(node_processes, recording_file, params, message):
-    policy = node_processes(MODULE, params={"robot_config": str(ROBOT_CONFIG), "replay_source": str(recording_file),
-                                            **params})
+    policy = node_processes(MODULE, params={"robot_config": str(ROBOT_CONFIG), "backend": "replay",
+                                            "replay_source": str(recording_file), **params})
     wait_for(lambda: not policy.alive(), 20.0, message="the node to exit")
     assert policy.process.returncode == 2
     assert message in policy.log()
