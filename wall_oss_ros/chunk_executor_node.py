@@ -58,7 +58,10 @@ EXECUTOR_PARAMETERS = {
     "stop_deceleration_fraction": ("deceleration to a hold when chunks run out or on pause, fraction of the "
                                    "joint acceleration limits", (0.01, 1.0)),
     "max_chunk_age": ("chunks whose observation is older than this are rejected as stale [s]", (0.01, 60.0)),
-    "max_future_stamp": ("tolerated clock skew of chunk stamps ahead of this node's clock [s]", (0.0, 10.0)),
+    "max_future_stamp": ("tolerated clock skew of chunk and joint state stamps ahead of this node's clock [s]",
+                         (0.0, 10.0)),
+    "max_first_action_offset": ("chunks whose first action targets more than this after their stamp are "
+                                "rejected [s]", (0.001, 10.0)),
     "max_speed_factor": ("reject chunks needing more than this times a joint's URDF velocity limit", (1.0, 100.0)),
     "joint_history_duration": ("measured joint states kept to find the state at a chunk's stamp [s]",
                                (0.1, 120.0)),
@@ -155,8 +158,10 @@ class _ChunkWorker:
                 chunk = msg_to_chunk(msg)
             except ValueError as error:
                 result = Rejected(core.INVALID_MESSAGE, str(error))
+            except Exception as error:  # never let one message end the worker: count it and go on
+                result = Rejected(core.PREPARE_FAILED, f"decoding failed: {type(error).__name__}: {error}")
             else:
-                result = self._executor.prepare(chunk, self._clock_seconds())
+                result = self._executor.prepare(chunk, self._clock_seconds())  # never raises
             with self._condition:
                 self._done.append(result)
 
@@ -193,7 +198,8 @@ class ChunkExecutorNode(Node):
         try:
             positions, _ = joint_state_to_vector(msg, self.joint_names)
             first = self.core.history.latest() is None
-            self.core.on_joint_state(stamp if stamp > 0 else self._now(), positions)
+            now = self._now()
+            self.core.on_joint_state(stamp if stamp > 0 else now, positions, now)
         except ValueError as error:
             self.joint_states_rejected += 1
             self.get_logger().warning(f"ignoring joint state ({self.joint_states_rejected} so far): {error}",
@@ -251,7 +257,7 @@ class ChunkExecutorNode(Node):
         values += [(f"rejected_{reason}", counters.rejected[reason]) for reason in core.REJECTION_REASONS]
         values += [("last_rejection", f"{last.reason}: {last.detail}" if last is not None else ""),
                    ("actions_skipped", counters.skipped_actions), ("holds", counters.holds),
-                   ("chunks_discarded", counters.discarded),
+                   ("chunks_discarded", counters.discarded), ("clock_jumps", counters.clock_jumps),
                    ("ticks_chunk", counters.ticks["chunk"]), ("ticks_blend", counters.ticks["blend"]),
                    ("ticks_hold", counters.ticks["hold"]),
                    ("joint_states_rejected", self.joint_states_rejected),

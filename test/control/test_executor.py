@@ -23,6 +23,7 @@ TICK = 1.0 / RATE
 # module-level rather than fixtures: hypothesis would print the whole config in every failure report
 CONFIG = load_robot_config(ROBOT_CONFIG)
 KINEMATICS = BimanualKinematics(CONFIG)
+ARM = ~np.isin(CONFIG.command_joints, CONFIG.gripper_joints)  # arm joints (not the grippers)
 
 
 def ready_executor(t=0.0, positions=None, **settings) -> ChunkExecutor:
@@ -303,7 +304,7 @@ def test_bad_chunks_are_rejected_with_reasons_and_leave_the_command_untouched():
         ex.REORDERED: joint_chunk(targets, 0.4),
         ex.STALE: joint_chunk(ramp(-0.6 + times, 0.2), now - 1.2),
         ex.FUTURE_STAMP: joint_chunk(targets, now + 0.5),
-        ex.TOO_FAST: joint_chunk(targets + np.where(np.arange(20) % 2 == 0, 0.5, 0.0)[:, None], now),
+        ex.TOO_FAST: joint_chunk(targets + np.where(np.arange(20) % 2 == 0, 0.5, 0.0)[:, None] * ARM, now),
         ex.BAD_TIMING: joint_chunk(targets, now, offset=np.inf),
     }
     for reason, chunk in bad.items():
@@ -431,3 +432,97 @@ def test_targets_beyond_the_joint_limits_are_clipped():
     accepted = executor.submit(joint_chunk(targets, 0.0), 0.0)
     command = executor.step(accepted.blend_duration + 0.05)
     assert command.positions[2] == pytest.approx(KINEMATICS.limits.upper[2])
+
+
+# --------------------------------------------------------------- fuzzed edge cases (issue 10, measured)
+
+def test_a_chunk_of_absurd_magnitude_is_rejected_not_clipped_and_executed():
+    executor = ready_executor()
+    targets = np.tile(CONFIG.home_positions(), (10, 1))
+    targets[:, 2] = 1e12
+    result = executor.submit(joint_chunk(targets, 0.0), 0.0)
+    assert result.reason == ex.OUT_OF_RANGE and "left_elbow_joint" in result.detail
+    assert executor.counters.rejected == {ex.OUT_OF_RANGE: 1} and executor.running_chunk is None
+    for command in ticks(executor, 0.0, 0.2):
+        np.testing.assert_array_equal(command.positions, CONFIG.home_positions())
+
+
+def test_action_times_that_collapse_in_float64_are_a_counted_rejection_not_an_exception():
+    epoch = 1.767e9  # a real ROS stamp: 1e-9 s steps vanish at this magnitude
+    executor = ready_executor(t=epoch)
+    chunk = joint_chunk(np.tile(CONFIG.home_positions(), (32, 1)), epoch, dt=1e-9)
+    assert len(set(chunk.action_times())) < chunk.horizon
+    result = executor.prepare(chunk, epoch + 0.01)
+    assert result.reason == ex.BAD_TIMING and "float64" in result.detail
+    assert executor.accept(result, epoch + 0.01).reason == ex.BAD_TIMING
+    assert executor.counters.rejected == {ex.BAD_TIMING: 1}
+
+
+def test_prepare_never_raises_an_unexpected_error_becomes_a_counted_rejection():
+    executor = ready_executor()
+    chunk = joint_chunk(ramp(0.05 * np.arange(10), 0.1), 0.0)
+    chunk.actions = None  # a malformed object (Chunk is a plain mutable dataclass)
+    result = executor.prepare(chunk, 0.0)
+    assert result.reason == ex.PREPARE_FAILED and "AttributeError" in result.detail
+    assert executor.accept(result, 0.0).reason == ex.PREPARE_FAILED
+    assert executor.submit(joint_chunk(ramp(0.05 * np.arange(10), 0.1), 0.0), 0.0)  # and it goes on
+
+
+def test_first_action_offset_is_bounded_so_nothing_extrapolates_past_the_limits():
+    executor = ready_executor()
+    targets = ramp(10.0 + 0.05 * np.arange(20), 0.3)
+    result = executor.submit(joint_chunk(targets, 0.0, offset=10.0), 0.0)
+    assert result.reason == ex.BAD_TIMING and "first action offset" in result.detail
+    assert executor.submit(joint_chunk(ramp(0.05 * np.arange(20), 0.1), 0.0, offset=-0.5), 0.0).reason == ex.BAD_TIMING
+    for command in ticks(executor, 0.0, 1.0):
+        assert np.all(command.positions >= KINEMATICS.limits.lower) and np.all(command.positions <= KINEMATICS.limits.upper)
+
+
+def test_chunk_age_is_checked_again_at_accept():
+    executor = ready_executor()
+    prepared = executor.prepare(joint_chunk(ramp(0.05 * np.arange(60), 0.1), 0.0), 0.1)
+    assert prepared
+    # IK on the worker thread took long: by `accept` the observation is older than max_chunk_age
+    result = executor.accept(prepared, executor.config.max_chunk_age + 0.01)
+    assert result.reason == ex.STALE and "old" in result.detail
+
+
+def test_after_pause_and_resume_an_older_chunk_is_not_accepted_again():
+    executor = ready_executor()
+    executor.set_instruction("wipe", 0.0)
+    newer = joint_chunk(ramp(0.5 + 0.05 * np.arange(40), 0.1), 0.5, instruction="wipe")
+    older = joint_chunk(ramp(0.3 + 0.05 * np.arange(40), 0.1), 0.3, instruction="wipe")
+    assert executor.submit(newer, 0.55)
+    executor.set_instruction("", 0.6)
+    executor.set_instruction("wipe", 0.7)
+    assert executor.running_chunk is None
+    assert executor.submit(older, 0.75).reason == ex.REORDERED
+
+
+def test_a_future_stamped_joint_state_is_refused_and_does_not_poison_the_history():
+    executor = ready_executor(t=1.0)
+    with pytest.raises(ValueError, match="ahead of the clock"):
+        executor.on_joint_state(100.0, CONFIG.home_positions(), now=1.01)
+    executor.on_joint_state(1.01, CONFIG.home_positions() + 0.01, now=1.01)  # later, correct stamps still go in
+    np.testing.assert_array_equal(executor.history.latest()[1], CONFIG.home_positions() + 0.01)
+
+
+def test_the_clock_going_back_holds_without_a_step_then_resumes_on_fresh_data():
+    executor = ready_executor()
+    times = 0.05 * np.arange(80)
+    assert executor.submit(joint_chunk(ramp(times, 0.5), 0.0), 0.0)
+    before = ticks(executor, 0.0, 1.5)
+    # ROS time steps back 1 s (a bag restarted, a sim reset)
+    after = ticks(executor, 0.5, 1.5)
+    assert executor.counters.clock_jumps == 1
+    step = np.abs(after[0].positions - before[-1].positions)
+    assert np.all(step <= KINEMATICS.limits.velocity * TICK + 1e-12), np.max(step)
+    stop_acceleration = executor.config.stop_deceleration_fraction * KINEMATICS.limits.acceleration
+    velocities = np.array([c.velocities for c in before[-1:] + after])
+    assert np.all(np.abs(np.diff(velocities, axis=0)) <= stop_acceleration * TICK + 1e-9)
+    assert {c.source for c in after} == {"hold"} and np.all(after[-1].velocities == 0)
+    # fresh data on the new time line: joint states and a chunk stamped after the jump are accepted
+    executor.on_joint_state(1.5, after[-1].positions, now=1.5)
+    assert executor.submit(joint_chunk(ramp(1.5 + times, 0.5) + (after[-1].positions - ramp([1.5], 0.5)[0]), 1.5),
+                           1.5)
+    assert executor.step(1.6).source in ("blend", "chunk")

@@ -4,8 +4,11 @@ No clocks inside: every call takes `now` [s] explicitly (the node passes its ROS
 behaviour is a deterministic function of the calls and is tested without any timing.
 
 What it does with a chunk (see `ChunkExecutor.prepare` / `accept`):
-1. Validates it: action space, names, dimensions, finite values, stamp order and age, instruction.
-   Bad chunks are rejected with a reason and counted, never executed.
+1. Validates it: action space, names, dimensions, finite values in range (targets further beyond a
+   limit than the joint's whole range are garbage, not clipped), strictly increasing action times,
+   a first action offset within bounds, stamp order (across pauses too) and age (again at `accept`),
+   instruction. Bad chunks are rejected with a reason and counted, never executed; `prepare` never
+   raises (an unexpected error is a counted `prepare_failed` rejection, the worker goes on).
 2. Converts it to joint targets. `joint_position` chunks are absolute targets already.
    `wall_oss_ee_relative` chunks are relative to each end-effector AT THE OBSERVATION, so the
    reference poses come from forward kinematics of the joint state measured at the chunk stamp (a
@@ -23,11 +26,14 @@ What it does with a chunk (see `ChunkExecutor.prepare` / `accept`):
    temporal ensembling blends modes into invalid actions, so the newest chunk simply wins).
 5. When the chunk runs out (policy stalled or stopped), decelerates to rest within the acceleration
    budget and holds; an empty instruction (pause) and a changed instruction do the same at once and
-   drop the running chunk.
+   drop the running chunk. ROS time going back (a clock jump) does the same from the last command,
+   re-anchored at the new time, and forgets the joint-state history and the stamp order: the command
+   never steps, and it resumes on fresh data.
 """
 from __future__ import annotations
 
 import threading
+import traceback
 from bisect import bisect_left
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -59,9 +65,11 @@ INSTRUCTION_MISMATCH = "instruction_mismatch"  # computed for another instructio
 NO_REFERENCE_STATE = "no_reference_state"      # no measured joint state near the stamp (EE chunks)
 IK_FAILED = "ik_failed"
 TOO_FAST = "too_fast"                          # joint speeds far above the URDF limits
+OUT_OF_RANGE = "out_of_range"                  # targets beyond a joint limit by more than the joint's range
+PREPARE_FAILED = "prepare_failed"              # an unexpected error while preparing (a bug): counted, never fatal
 REJECTION_REASONS = (INVALID_MESSAGE, SUPERSEDED, NOT_READY, UNKNOWN_ACTION_SPACE, WRONG_DIMENSIONS, WRONG_NAMES,
                      NON_FINITE, BAD_TIMING, FUTURE_STAMP, STALE, REORDERED, PAUSED, INSTRUCTION_MISMATCH,
-                     NO_REFERENCE_STATE, IK_FAILED, TOO_FAST)
+                     NO_REFERENCE_STATE, IK_FAILED, TOO_FAST, OUT_OF_RANGE, PREPARE_FAILED)
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,8 @@ class ExecutorConfig:
     blend_velocity_fraction: float = 0.5  # velocity budget of the stitch correction
     stop_deceleration_fraction: float = 0.8  # deceleration used to come to rest when chunks run out
     max_chunk_age: float = 1.0            # chunks whose observation is older than this are stale [s]
-    max_future_stamp: float = 0.05        # tolerated clock skew of chunk stamps ahead of `now` [s]
+    max_future_stamp: float = 0.05        # tolerated clock skew of chunk / joint state stamps ahead of `now` [s]
+    max_first_action_offset: float = 1.0  # a chunk's first action may target at most this after its stamp [s]
     max_speed_factor: float = 1.5         # reject chunks needing more than this × the velocity limit
     joint_history_duration: float = 2.0   # measured joint states kept for EE reference poses [s]
     max_reference_gap: float = 0.1        # farthest measured state from a chunk stamp that may serve [s]
@@ -83,7 +92,8 @@ class ExecutorConfig:
 
     def __post_init__(self):
         positive = ("blend_time", "max_blend_time", "blend_acceleration_fraction", "blend_velocity_fraction",
-                    "stop_deceleration_fraction", "max_chunk_age", "max_speed_factor", "joint_history_duration",
+                    "stop_deceleration_fraction", "max_chunk_age", "max_first_action_offset", "max_speed_factor",
+                    "joint_history_duration",
                     "max_reference_gap", "ik_max_position_error", "ik_max_rotation_error")
         for name in positive:
             value = getattr(self, name)
@@ -142,7 +152,8 @@ class ExecutorCounters:
     rejected: Counter = field(default_factory=Counter)
     skipped_actions: int = 0
     holds: int = 0          # times the command went from following a chunk to stopping / holding
-    discarded: int = 0      # running chunks dropped by a pause or an instruction change
+    discarded: int = 0      # running chunks dropped by a pause, an instruction change or a clock jump
+    clock_jumps: int = 0    # ROS time going back between ticks
     ticks: Counter = field(default_factory=Counter)
 
     @property
@@ -175,6 +186,11 @@ class JointStateHistory:
             while self._times[0] < t - self.duration:
                 self._times.popleft()
                 self._positions.popleft()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._times.clear()
+            self._positions.clear()
 
     def latest(self) -> tuple[float, np.ndarray] | None:
         with self._lock:
@@ -236,14 +252,19 @@ class ChunkExecutor:
         self.last_rejection: Rejected | None = None
         self._plan: _Plan | None = None
         self._last_source: str | None = None
+        self._last_step: float | None = None
+        self._newest_stamp = -np.inf  # stamps must increase across pauses too; reset by a clock jump
 
     # ---------------------------------------------------------------- inputs
 
-    def on_joint_state(self, t: float, positions: np.ndarray) -> None:
-        """Record a measured joint state (command-joint order). Raises ValueError on bad input."""
+    def on_joint_state(self, t: float, positions: np.ndarray, now: float | None = None) -> None:
+        """Record a measured joint state (command-joint order). Raises ValueError on bad input,
+        including a stamp ahead of `now` (it would make every later, correct stamp look old)."""
         positions = np.asarray(positions, dtype=float)
         if positions.shape != (len(self.joint_names),):
             raise ValueError(f"joint state needs {len(self.joint_names)} positions, got shape {positions.shape}")
+        if now is not None and t > now + self.config.max_future_stamp:
+            raise ValueError(f"joint state stamp is {t - now:.3f} s ahead of the clock")
         self.history.add(t, positions)
 
     def set_instruction(self, instruction: str, now: float) -> bool:
@@ -267,7 +288,14 @@ class ChunkExecutor:
 
     def prepare(self, chunk: Chunk, now: float) -> PreparedChunk | Rejected:
         """Everything that does not touch the running command (validation, IK); safe to run on a
-        worker thread while `step` keeps ticking. The result goes to `accept`."""
+        worker thread while `step` keeps ticking. Never raises. The result goes to `accept`."""
+        try:
+            return self._prepare(chunk, now)
+        except Exception as error:  # a bug must cost one chunk, not the worker thread
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            return Rejected(PREPARE_FAILED, f"{type(error).__name__}: {error} ({where.filename}:{where.lineno})")
+
+    def _prepare(self, chunk: Chunk, now: float) -> PreparedChunk | Rejected:
         rejection = self._validate(chunk, now)
         if rejection is not None:
             return rejection
@@ -280,6 +308,11 @@ class ChunkExecutor:
             if isinstance(converted, Rejected):
                 return converted
             targets = converted
+        beyond = np.maximum(self._lower - targets, targets - self._upper) - (self._upper - self._lower)
+        if np.any(beyond > 0):
+            joint = self.joint_names[int(np.argmax(np.max(beyond, axis=0)))]
+            return Rejected(OUT_OF_RANGE, f"{joint} target lies beyond its limit by more than the joint's whole "
+                                          "range: not a target to clip")
         targets = np.clip(targets, self._lower, self._upper)
         speed = HermiteSpline.through(times, targets).max_speed()
         too_fast = speed > self._speed_limit
@@ -296,7 +329,9 @@ class ChunkExecutor:
             return self._reject(prepared)
         chunk = prepared.chunk
         # checks that depend on what happened since `prepare` (time passing, newer chunks, instructions)
-        rejection = self._check_order_and_instruction(chunk, now)
+        rejection = self._check_age(chunk, now)  # (a Rejected is falsy: no `or` chaining)
+        if rejection is None:
+            rejection = self._check_order_and_instruction(chunk, now)
         if rejection is not None:
             return self._reject(rejection)
         if prepared.times[-1] <= now:
@@ -313,6 +348,7 @@ class ChunkExecutor:
         stop = StopProfile.from_state(spline.end, end_position + end_correction, end_velocity + end_correction_rate,
                                       self._stop_deceleration)
         self._plan = _Plan(stop, spline, blend, chunk)
+        self._newest_stamp = chunk.stamp
         skipped = int(np.count_nonzero(prepared.times <= now))
         self.counters.accepted += 1
         self.counters.skipped_actions += skipped
@@ -324,6 +360,9 @@ class ChunkExecutor:
         """The command for time `now`; None until a joint state has been measured."""
         if self._plan is None and self.history.latest() is None:
             return None
+        if self._last_step is not None and now < self._last_step:
+            self._clock_jump(now)
+        self._last_step = now
         position, velocity, source = self._current_plan(now).state(now)
         if source == "hold" and self._last_source in ("chunk", "blend"):
             self.counters.holds += 1
@@ -344,6 +383,18 @@ class ChunkExecutor:
             measured = np.clip(measured, self._lower, self._upper)
             self._plan = _Plan(StopProfile(now, measured, np.zeros_like(measured), 0.0))
         return self._plan
+
+    def _clock_jump(self, now: float) -> None:
+        """ROS time went back: brake from the last command, re-anchored at `now` (no step), and forget
+        the joint states and the stamp order (they belong to the old time line)."""
+        self.counters.clock_jumps += 1
+        plan = self._current_plan(self._last_step)
+        if plan.chunk is not None and self._last_step < plan.stop.start:
+            self.counters.discarded += 1
+        position, velocity, _ = plan.state(self._last_step)
+        self._plan = _Plan(StopProfile.from_state(now, position, velocity, self._stop_deceleration))
+        self._newest_stamp = -np.inf
+        self.history.clear()
 
     def _reject(self, rejection: Rejected) -> Rejected:
         self.counters.rejected[rejection.reason] += 1
@@ -378,20 +429,31 @@ class ChunkExecutor:
             return Rejected(NON_FINITE, "chunk contains NaN or infinite values")
         if not (np.isfinite(chunk.stamp) and np.isfinite(chunk.first_action_offset) and np.isfinite(chunk.dt)):
             return Rejected(BAD_TIMING, "chunk stamp, time step or first action offset is not finite")
+        if not 0 <= chunk.first_action_offset <= self.config.max_first_action_offset:
+            return Rejected(BAD_TIMING, f"first action offset {chunk.first_action_offset:.3g} s is outside "
+                                        f"[0, {self.config.max_first_action_offset}] s")
+        if np.any(np.diff(chunk.action_times()) <= 0):
+            return Rejected(BAD_TIMING, f"action times do not increase: time step {chunk.dt:.3g} s is lost in "
+                                        f"float64 at stamp {chunk.stamp:.6f}")
         if chunk.stamp > now + self.config.max_future_stamp:
             return Rejected(FUTURE_STAMP, f"observation stamp is {chunk.stamp - now:.3f} s ahead of the clock")
-        if chunk.stamp < now - self.config.max_chunk_age:
-            return Rejected(STALE, f"observation is {now - chunk.stamp:.3f} s old (max_chunk_age "
-                                   f"{self.config.max_chunk_age} s)")
+        rejection = self._check_age(chunk, now)
+        if rejection is not None:
+            return rejection
         if chunk.action_times()[-1] <= now:
             return Rejected(STALE, f"all {chunk.horizon} actions elapsed during inference")
         return self._check_order_and_instruction(chunk, now)
 
+    def _check_age(self, chunk: Chunk, now: float) -> Rejected | None:
+        if chunk.stamp < now - self.config.max_chunk_age:
+            return Rejected(STALE, f"observation is {now - chunk.stamp:.3f} s old (max_chunk_age "
+                                   f"{self.config.max_chunk_age} s)")
+        return None
+
     def _check_order_and_instruction(self, chunk: Chunk, now: float) -> Rejected | None:
-        running = self.running_chunk
-        if running is not None and chunk.stamp <= running.stamp:
-            return Rejected(REORDERED, f"stamp {chunk.stamp:.6f} is not newer than the running chunk's "
-                                       f"{running.stamp:.6f}")
+        if chunk.stamp <= self._newest_stamp:
+            return Rejected(REORDERED, f"stamp {chunk.stamp:.6f} is not newer than the newest accepted chunk's "
+                                       f"{self._newest_stamp:.6f}")
         if self.instruction == "":
             return Rejected(PAUSED, "instruction is empty (paused)")
         if self.instruction is not None and chunk.instruction != self.instruction:

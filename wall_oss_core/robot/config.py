@@ -5,7 +5,7 @@ with a message naming it instead of surfacing later as a silently ignored joint.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -72,6 +72,8 @@ class RobotConfig:
     max_acceleration_gripper: float
     position_margin_revolute: float
     position_margin_gripper: float
+    max_jerk_revolute: float = 60.0  # [rad/s^3] when the YAML has no max_jerk
+    max_jerk_gripper: float = 5.0    # [m/s^3]
     source: Path = field(default=Path())
 
     @property
@@ -156,6 +158,14 @@ def load_robot_config(path: str | Path) -> RobotConfig:
         raise ConfigError(f"{where}: controller_interface must be one of {CONTROLLER_INTERFACES}, got {interface!r}")
     accel = _require(raw, "max_acceleration", where)
     margin = _require(raw, "position_margin", where)
+    jerk = raw.get("max_jerk", {})
+    if not isinstance(jerk, dict):
+        raise ConfigError(f"{where}: max_jerk must be a mapping with 'default' and 'gripper', got {jerk!r}")
+    jerk_defaults = {f.name: f.default for f in fields(RobotConfig)}
+    max_jerk = {key: float(jerk.get(key, jerk_defaults[f"max_jerk_{name}"]))
+                for key, name in (("default", "revolute"), ("gripper", "gripper"))}
+    if not all(np.isfinite(value) and value > 0 for value in max_jerk.values()):
+        raise ConfigError(f"{where}: max_jerk values must be positive numbers, got {jerk!r}")
     return RobotConfig(
         urdf_path=urdf_path,
         base_frame=raw.get("base_frame", "world"),
@@ -167,6 +177,8 @@ def load_robot_config(path: str | Path) -> RobotConfig:
         max_acceleration_gripper=float(_require(accel, "gripper", where + ": max_acceleration")),
         position_margin_revolute=float(_require(margin, "revolute", where + ": position_margin")),
         position_margin_gripper=float(_require(margin, "gripper", where + ": position_margin")),
+        max_jerk_revolute=max_jerk["default"],
+        max_jerk_gripper=max_jerk["gripper"],
         source=path,
     )
 
