@@ -217,6 +217,29 @@ def test_ee_chunks_become_joint_targets_and_instructions_select_and_pause(node_p
     assert rig.diagnostics["_message"] == "paused: holding" and rig.counter("chunks_discarded") == 1
 
 
+def test_chunk_worker_survives_collapsing_action_times_and_absurd_targets(node_processes, ros_node):
+    """Issue 10: a chunk with dt 1e-9 at a real epoch stamp used to raise inside `prepare` and end the
+    worker thread (no chunk was prepared again, nothing counted). Now each bad chunk is counted and the
+    next good one runs."""
+    process = node_processes(MODULE, *NAMESPACE, params=PARAMS)
+    rig = Rig(ros_node)
+    rig.send_joint_states = True
+    rig.wait(lambda: len(rig.candidates) >= 5, "candidates after the first joint state")
+    stamp = rig.now()
+    rig.publish_chunk(Chunk(np.tile(HOME, (32, 1)), 1e-9, "joint_position", list(ROBOT.command_joints), stamp))
+    rig.wait(lambda: rig.counter("rejected_bad_timing") == 1, "collapsing chunk rejected")
+    absurd = np.tile(HOME, (10, 1))
+    absurd[:, ELBOW] = 1e12
+    rig.publish_chunk(Chunk(absurd, 0.05, "joint_position", list(ROBOT.command_joints), rig.now()))
+    rig.wait(lambda: rig.counter("rejected_out_of_range") == 1, "absurd chunk rejected")
+    stamp = rig.now()
+    rig.publish_chunk(Chunk(elbow_ramp(stamp + 0.05 * np.arange(20), stamp, 0.1), 0.05, "joint_position",
+                            list(ROBOT.command_joints), stamp))
+    rig.wait(lambda: rig.counter("chunks_accepted") == 1, "the next good chunk accepted")
+    assert rig.counter("chunks_rejected") == 2 and rig.counter("rejected_prepare_failed") == 0
+    assert process.alive()
+
+
 def test_out_of_range_parameters_stop_the_node_with_a_reason():
     result = subprocess.run([sys.executable, "-m", MODULE, "--ros-args", "-p", "rate_hz:=50.0"],
                             capture_output=True, text=True, timeout=60)
