@@ -162,8 +162,11 @@ def load_robot_config(path: str | Path) -> RobotConfig:
     if not isinstance(jerk, dict):
         raise ConfigError(f"{where}: max_jerk must be a mapping with 'default' and 'gripper', got {jerk!r}")
     jerk_defaults = {f.name: f.default for f in fields(RobotConfig)}
-    max_jerk = {key: float(jerk.get(key, jerk_defaults[f"max_jerk_{name}"]))
-                for key, name in (("default", "revolute"), ("gripper", "gripper"))}
+    try:
+        max_jerk = {key: float(jerk.get(key, jerk_defaults[f"max_jerk_{name}"]))
+                    for key, name in (("default", "revolute"), ("gripper", "gripper"))}
+    except (TypeError, ValueError):
+        max_jerk = {"default": np.nan}
     if not all(np.isfinite(value) and value > 0 for value in max_jerk.values()):
         raise ConfigError(f"{where}: max_jerk values must be positive numbers, got {jerk!r}")
     return RobotConfig(
