@@ -1,11 +1,11 @@
 """chunk_executor_node: ActionChunks in, a smooth `candidate_command` stream at the controller rate out.
 
-A thin shell around `wall_oss_core.control.executor.ChunkExecutor` (alignment, skipping, stitching, holding,
-EE→joint IK, rejections; see that module). Output goes ONLY to the safety supervisor
+A thin shell around `wall_oss_core.control.executor.ChunkExecutor` (smoothing, alignment, skipping,
+jerk-limited switching, holding, EE→joint IK, rejections; see that module). Output goes ONLY to the safety supervisor
 (`candidate_command`, sensor_msgs/JointState with position + velocity, stamped with the command time);
 nothing here talks to a controller.
 
-Threads: the ROS callbacks and the command timer run on one SingleThreadedExecutor; decoding and
+Threads: the ROS callbacks and the command timer (on the monotonic clock) run on one SingleThreadedExecutor; decoding and
 preparing chunks (IK: about 1 ms per action and arm) runs on one worker thread, so a 30-action
 end-effector chunk never delays a control tick. The worker always takes the newest waiting chunk;
 older ones it never started are counted as superseded. Prepared chunks are stitched in at the next tick.
@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -49,14 +50,14 @@ GIL_SWITCH_INTERVAL = 0.0005
 
 # ExecutorConfig field → (description, (low, high)); the defaults come from ExecutorConfig itself.
 EXECUTOR_PARAMETERS = {
-    "blend_time": ("shortest window over which a new chunk is stitched onto the running command [s]", (0.005, 5.0)),
-    "max_blend_time": ("longest stitch window; large offsets stretch the window up to this [s]", (0.005, 10.0)),
-    "blend_acceleration_fraction": ("acceleration budget of the stitch correction, fraction of the joint "
-                                    "acceleration limits", (0.01, 1.0)),
-    "blend_velocity_fraction": ("velocity budget of the stitch correction, fraction of the URDF velocity limits",
-                                (0.01, 1.0)),
-    "stop_deceleration_fraction": ("deceleration to a hold when chunks run out or on pause, fraction of the "
-                                   "joint acceleration limits", (0.01, 1.0)),
+    "limit_fraction": ("share of the velocity, acceleration and jerk limits the command stream uses", (0.05, 1.0)),
+    "min_correction_fraction": ("share of the limits always left to converging onto a new chunk", (0.01, 1.0)),
+    "smoothing_interval": ("knot spacing of the least-squares spline fitted to each chunk (noise smoothing) [s]",
+                           (0.01, 2.0)),
+    "lookahead": ("where curve + correction would leave a limit, the command tracks the chunk this far ahead [s]",
+                  (0.005, 1.0)),
+    "max_tick_gap": ("ROS time going back, or leaping more than this between ticks, is a clock jump: hold [s]",
+                     (0.02, 10.0)),
     "max_chunk_age": ("chunks whose observation is older than this are rejected as stale [s]", (0.01, 60.0)),
     "max_future_stamp": ("tolerated clock skew of chunk and joint state stamps ahead of this node's clock [s]",
                          (0.0, 10.0)),
@@ -184,7 +185,9 @@ class ChunkExecutorNode(Node):
         self.create_subscription(ActionChunk, "action_chunk", self.worker.submit, CHUNK_QOS)
         self.create_subscription(JointState, self.params.joint_state_topic, self._on_joint_state, JOINT_STATE_QOS)
         self.create_subscription(String, "instruction", self._on_instruction, INSTRUCTION_QOS)
-        self.create_timer(1.0 / self.params.rate_hz, self._tick)
+        # the command tick runs on the monotonic clock: ROS time that stops, steps back or leaps (sim
+        # time, a bag restart) must not stop the ticks; the core sees the jump in `now` and holds
+        self.create_timer(1.0 / self.params.rate_hz, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(f"commanding {len(self.joint_names)} joints at {self.params.rate_hz:g} Hz on "
                                f"{self.command_publisher.topic_name}; waiting for {self.params.joint_state_topic}")
@@ -248,7 +251,7 @@ class ChunkExecutorNode(Node):
         elif self.core.instruction == "":
             level, message = DiagnosticStatus.OK, "paused: holding"
         else:
-            level, message = DiagnosticStatus.OK, {"chunk": "following chunks", "blend": "stitching a new chunk",
+            level, message = DiagnosticStatus.OK, {"chunk": "following chunks", "transition": "converging onto a new chunk",
                                                    "hold": "holding (no chunk)"}[command.source]
         last = self.core.last_rejection
         values = [("source", command.source if command is not None else "none"),
@@ -258,7 +261,7 @@ class ChunkExecutorNode(Node):
         values += [("last_rejection", f"{last.reason}: {last.detail}" if last is not None else ""),
                    ("actions_skipped", counters.skipped_actions), ("holds", counters.holds),
                    ("chunks_discarded", counters.discarded), ("clock_jumps", counters.clock_jumps),
-                   ("ticks_chunk", counters.ticks["chunk"]), ("ticks_blend", counters.ticks["blend"]),
+                   ("ticks_chunk", counters.ticks["chunk"]), ("ticks_transition", counters.ticks["transition"]),
                    ("ticks_hold", counters.ticks["hold"]),
                    ("joint_states_rejected", self.joint_states_rejected),
                    ("instructions_rejected", self.instructions_rejected), ("rate_hz", self.params.rate_hz)]
