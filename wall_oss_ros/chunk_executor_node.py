@@ -61,8 +61,8 @@ EXECUTOR_PARAMETERS = {
     "max_chunk_age": ("chunks whose observation is older than this are rejected as stale [s]", (0.01, 60.0)),
     "max_future_stamp": ("tolerated clock skew of chunk and joint state stamps ahead of this node's clock [s]",
                          (0.0, 10.0)),
-    "max_first_action_offset": ("chunks whose first action targets more than this after their stamp are "
-                                "rejected [s]", (0.001, 10.0)),
+    "max_first_action_offset": ("chunks whose first action targets more than this before or after their "
+                                "stamp are rejected [s]", (0.001, 10.0)),
     "max_speed_factor": ("reject chunks needing more than this times a joint's URDF velocity limit", (1.0, 100.0)),
     "joint_history_duration": ("measured joint states kept to find the state at a chunk's stamp [s]",
                                (0.1, 120.0)),

@@ -506,7 +506,8 @@ def test_first_action_offset_is_bounded_so_nothing_extrapolates_past_the_limits(
     targets = ramp(10.0 + 0.05 * np.arange(20), 0.3)
     result = executor.submit(joint_chunk(targets, 0.0, offset=10.0), 0.0)
     assert result.reason == ex.BAD_TIMING and "first action offset" in result.detail
-    assert executor.submit(joint_chunk(ramp(0.05 * np.arange(20), 0.1), 0.0, offset=-0.5), 0.0).reason == ex.BAD_TIMING
+    assert executor.submit(joint_chunk(ramp(0.05 * np.arange(60), 0.1), 0.0, offset=-1.5), 0.0).reason == ex.BAD_TIMING
+    assert executor.submit(joint_chunk(ramp(-0.1 + 0.05 * np.arange(60), 0.1), 0.0, offset=-0.1), 0.0)  # allowed
     for command in ticks(executor, 0.0, 1.0):
         assert np.all(command.positions >= KINEMATICS.limits.lower) and np.all(command.positions <= KINEMATICS.limits.upper)
 

@@ -92,7 +92,7 @@ class ExecutorConfig:
     max_tick_gap: float = 0.5             # ROS time leaping more than this (or going back) between ticks: a clock jump [s]
     max_chunk_age: float = 1.0            # chunks whose observation is older than this are stale [s]
     max_future_stamp: float = 0.05        # tolerated clock skew of chunk / joint state stamps ahead of `now` [s]
-    max_first_action_offset: float = 1.0  # a chunk's first action may target at most this after its stamp [s]
+    max_first_action_offset: float = 1.0  # a chunk's first action may target at most this before / after its stamp [s]
     max_speed_factor: float = 1.5         # reject chunks needing more than this × the velocity limit
     joint_history_duration: float = 2.0   # measured joint states kept for EE reference poses [s]
     max_reference_gap: float = 0.1        # farthest measured state from a chunk stamp that may serve [s]
@@ -449,9 +449,10 @@ class ChunkExecutor:
             return Rejected(NON_FINITE, "chunk contains NaN or infinite values")
         if not (np.isfinite(chunk.stamp) and np.isfinite(chunk.first_action_offset) and np.isfinite(chunk.dt)):
             return Rejected(BAD_TIMING, "chunk stamp, time step or first action offset is not finite")
-        if not 0 <= chunk.first_action_offset <= self.config.max_first_action_offset:
+        if abs(chunk.first_action_offset) > self.config.max_first_action_offset:
+            limit = self.config.max_first_action_offset
             return Rejected(BAD_TIMING, f"first action offset {chunk.first_action_offset:.3g} s is outside "
-                                        f"[0, {self.config.max_first_action_offset}] s")
+                                        f"[-{limit}, {limit}] s")
         if np.any(np.diff(chunk.action_times()) <= 0):
             return Rejected(BAD_TIMING, f"action times do not increase: time step {chunk.dt:.3g} s is lost in "
                                         f"float64 at stamp {chunk.stamp:.6f}")
