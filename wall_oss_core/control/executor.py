@@ -44,7 +44,6 @@ import numpy as np
 from wall_oss_core.control.interpolation import (
     ChunkCurve,
     MotionLimits,
-    Segment,
     State,
     plan_correction,
     plan_stop,
@@ -241,7 +240,6 @@ class ChunkExecutor:
         self._period = 0.0                    # the last tick period [s]
         self._curve: ChunkCurve | None = None  # the running chunk's curve
         self._chunk: Chunk | None = None
-        self._segment: Segment | None = None  # a stop in progress, or this tick's fallback tracking plan
         self._source = "hold"
         self._newest_stamp = -np.inf  # stamps must increase across pauses too; reset by a clock jump
 
@@ -295,7 +293,7 @@ class ChunkExecutor:
         if prepared.times[-1] <= now:
             return self._reject(Rejected(STALE, f"all {chunk.horizon} actions elapsed before the chunk could start"))
         self._current(now)
-        self._curve, self._chunk, self._segment = prepared.curve, chunk, None
+        self._curve, self._chunk = prepared.curve, chunk
         self._newest_stamp = chunk.stamp
         skipped = int(np.count_nonzero(prepared.times <= now))
         self.counters.accepted += 1
@@ -341,12 +339,13 @@ class ChunkExecutor:
     def _advance(self, start: float, state: State, now: float) -> tuple[State, str]:
         """From the command at `start` to the command at `now` (start < now), and its source."""
         curve = self._curve
-        if curve is None:  # braking, at rest, or the first hold
-            return (self._segment.state(now) if self._segment is not None else state), "hold"
-        if now >= curve.end:  # the chunk ran out: brake to rest from where the command is
+        if curve is not None and now >= curve.end:  # the chunk ran out
             self._curve = self._chunk = None
-            self._segment = plan_stop(start, state, self.limits)
-            return self._segment.state(now), "hold"
+            curve = None
+        if curve is None:  # brake to rest from where the command is, or stay there (re-planned every tick:
+            # braking to rest is time-optimal towards a fixed goal, so the plan from a state on the last
+            # plan is that plan; and no ruckig object outlives a tick)
+            return plan_stop(start, state, self.limits).state(now), "hold"
         limits, floor = self.limits, self.config.min_correction_fraction
         error = tuple(np.subtract(state, curve.state(start)))
         # the correction's budget: what the curve leaves over, at least a floor, and at least what the
@@ -365,16 +364,13 @@ class ChunkExecutor:
                 return candidate, "transition" if now < correction.end else "chunk"
         # curve + correction would leave a limit here: track the curve directly
         lookahead = self.config.lookahead
-        self._segment = plan_tracking(start, state, curve.state(start + lookahead), lookahead, limits)
-        return self._segment.state(now), "transition"
+        return plan_tracking(start, state, curve.state(start + lookahead), lookahead, limits).state(now), "transition"
 
     def _drop_chunk(self) -> None:
-        """Brake to rest from the last command and forget the running chunk."""
+        """Forget the running chunk: from the next tick on the command brakes to rest."""
         if self._chunk is not None:
             self.counters.discarded += 1
         self._curve = self._chunk = None
-        if self._state is not None:
-            self._segment = plan_stop(self._time, self._state, self.limits)
 
     def _clock_jump(self, anchor: float) -> None:
         """ROS time went back or leapt ahead: brake from the last command, re-anchored at `anchor` on

@@ -150,7 +150,7 @@ def _calculate(inp: ruckig.InputParameter) -> ruckig.Trajectory | None:
     trajectory = ruckig.Trajectory(inp.degrees_of_freedom)
     try:
         result = ruckig.Ruckig(inp.degrees_of_freedom).calculate(inp, trajectory)
-    except ruckig.RuckigError:
+    except (ruckig.RuckigError, ValueError):  # ValueError: the binding's enum lacks some error codes (-101)
         return None
     return trajectory if result in (ruckig.Result.Working, ruckig.Result.Finished) else None
 
