@@ -206,6 +206,12 @@ def plan_stop(start: float, state: State, limits: MotionLimits) -> Segment:
     inp.control_interface = ruckig.ControlInterface.Velocity
     inp.target_velocity = inp.target_acceleration = [0.0] * len(state[0])
     trajectory = _calculate(inp)
+    if trajectory is None:  # a state ruckig cannot brake from (never seen): hold it, never raise in a tick
+        inp = _input((state[0], np.zeros_like(state[0]), np.zeros_like(state[0])), limits.velocity,
+                     limits.acceleration, limits.jerk)
+        inp.target_position, inp.target_velocity, inp.target_acceleration = list(state[0]), [0.0] * len(state[0]), \
+            [0.0] * len(state[0])
+        return Segment(start, _calculate(inp))
     rest = np.array(trajectory.at_time(trajectory.duration)[0])
     if np.any(rest < limits.lower) or np.any(rest > limits.upper):
         at_limit = plan_rest_at(start, state, rest, limits)
