@@ -1,11 +1,11 @@
 """chunk_executor_node: ActionChunks in, a smooth `candidate_command` stream at the controller rate out.
 
-A thin shell around `wall_oss_core.control.executor.ChunkExecutor` (alignment, skipping, stitching, holding,
-EE→joint IK, rejections; see that module). Output goes ONLY to the safety supervisor
+A thin shell around `wall_oss_core.control.executor.ChunkExecutor` (smoothing, alignment, skipping,
+jerk-limited switching, holding, EE→joint IK, rejections; see that module). Output goes ONLY to the safety supervisor
 (`candidate_command`, sensor_msgs/JointState with position + velocity, stamped with the command time);
 nothing here talks to a controller.
 
-Threads: the ROS callbacks and the command timer run on one SingleThreadedExecutor; decoding and
+Threads: the ROS callbacks and the command timer (on the monotonic clock) run on one SingleThreadedExecutor; decoding and
 preparing chunks (IK: about 1 ms per action and arm) runs on one worker thread, so a 30-action
 end-effector chunk never delays a control tick. The worker always takes the newest waiting chunk;
 older ones it never started are counted as superseded. Prepared chunks are stitched in at the next tick.
@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -42,16 +43,19 @@ GIL_SWITCH_INTERVAL = 0.0005
 
 # ExecutorConfig field → (description, (low, high)); the defaults come from ExecutorConfig itself.
 EXECUTOR_PARAMETERS = {
-    "blend_time": ("shortest window over which a new chunk is stitched onto the running command [s]", (0.005, 5.0)),
-    "max_blend_time": ("longest stitch window; large offsets stretch the window up to this [s]", (0.005, 10.0)),
-    "blend_acceleration_fraction": ("acceleration budget of the stitch correction, fraction of the joint "
-                                    "acceleration limits", (0.01, 1.0)),
-    "blend_velocity_fraction": ("velocity budget of the stitch correction, fraction of the URDF velocity limits",
-                                (0.01, 1.0)),
-    "stop_deceleration_fraction": ("deceleration to a hold when chunks run out or on pause, fraction of the "
-                                   "joint acceleration limits", (0.01, 1.0)),
+    "limit_fraction": ("share of the velocity, acceleration and jerk limits the command stream uses", (0.05, 1.0)),
+    "min_correction_fraction": ("share of the limits always left to converging onto a new chunk", (0.01, 1.0)),
+    "smoothing_interval": ("knot spacing of the least-squares spline fitted to each chunk (noise smoothing) [s]",
+                           (0.01, 2.0)),
+    "lookahead": ("where curve + correction would leave a limit, the command tracks the chunk this far ahead [s]",
+                  (0.005, 1.0)),
+    "max_tick_gap": ("ROS time going back, or leaping more than this between ticks, is a clock jump: hold [s]",
+                     (0.02, 10.0)),
     "max_chunk_age": ("chunks whose observation is older than this are rejected as stale [s]", (0.01, 60.0)),
-    "max_future_stamp": ("tolerated clock skew of chunk stamps ahead of this node's clock [s]", (0.0, 10.0)),
+    "max_future_stamp": ("tolerated clock skew of chunk and joint state stamps ahead of this node's clock [s]",
+                         (0.0, 10.0)),
+    "max_first_action_offset": ("chunks whose first action targets more than this before or after their "
+                                "stamp are rejected [s]", (0.001, 10.0)),
     "max_speed_factor": ("reject chunks needing more than this times a joint's URDF velocity limit", (1.0, 100.0)),
     "joint_history_duration": ("measured joint states kept to find the state at a chunk's stamp [s]",
                                (0.1, 120.0)),
@@ -148,8 +152,10 @@ class _ChunkWorker:
                 chunk = msg_to_chunk(msg)
             except ValueError as error:
                 result = Rejected(core.INVALID_MESSAGE, str(error))
+            except Exception as error:  # never let one message end the worker: count it and go on
+                result = Rejected(core.PREPARE_FAILED, f"decoding failed: {type(error).__name__}: {error}")
             else:
-                result = self._executor.prepare(chunk, self._clock_seconds())
+                result = self._executor.prepare(chunk, self._clock_seconds())  # never raises
             with self._condition:
                 self._done.append(result)
 
@@ -173,7 +179,9 @@ class ChunkExecutorNode(Node):
         self.create_subscription(ActionChunk, "action_chunk", self.worker.submit, CHUNK_QOS)
         self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
         subscribe_instructions(self, self._on_instruction)
-        self.create_timer(1.0 / self.params.rate_hz, self._tick)
+        # the command tick runs on the monotonic clock: ROS time that stops, steps back or leaps (sim
+        # time, a bag restart) must not stop the ticks; the core sees the jump in `now` and holds
+        self.create_timer(1.0 / self.params.rate_hz, self._tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(f"commanding {len(self.joint_names)} joints at {self.params.rate_hz:g} Hz on "
                                f"{self.command_publisher.topic_name}; waiting for {self.params.joint_states_topic}")
@@ -188,7 +196,7 @@ class ChunkExecutorNode(Node):
             if merged is None:
                 return
             first = self.core.history.latest() is None
-            self.core.on_joint_state(merged[1], merged[0])
+            self.core.on_joint_state(merged[1], merged[0], self._now())
         except ValueError as error:
             self.joint_states_rejected += 1
             self.get_logger().warning(f"ignoring joint state ({self.joint_states_rejected} so far): {error}",
@@ -237,7 +245,7 @@ class ChunkExecutorNode(Node):
         elif self.core.instruction == "":
             level, message = DiagnosticStatus.OK, "paused: holding"
         else:
-            level, message = DiagnosticStatus.OK, {"chunk": "following chunks", "blend": "stitching a new chunk",
+            level, message = DiagnosticStatus.OK, {"chunk": "following chunks", "transition": "converging onto a new chunk",
                                                    "hold": "holding (no chunk)"}[command.source]
         last = self.core.last_rejection
         values = [("source", command.source if command is not None else "none"),
@@ -246,8 +254,8 @@ class ChunkExecutorNode(Node):
         values += [(f"rejected_{reason}", counters.rejected[reason]) for reason in core.REJECTION_REASONS]
         values += [("last_rejection", f"{last.reason}: {last.detail}" if last is not None else ""),
                    ("actions_skipped", counters.skipped_actions), ("holds", counters.holds),
-                   ("chunks_discarded", counters.discarded),
-                   ("ticks_chunk", counters.ticks["chunk"]), ("ticks_blend", counters.ticks["blend"]),
+                   ("chunks_discarded", counters.discarded), ("clock_jumps", counters.clock_jumps),
+                   ("ticks_chunk", counters.ticks["chunk"]), ("ticks_transition", counters.ticks["transition"]),
                    ("ticks_hold", counters.ticks["hold"]),
                    ("joint_states_rejected", self.joint_states_rejected),
                    ("instructions_rejected", self.instructions_rejected), ("rate_hz", self.params.rate_hz)]

@@ -127,3 +127,19 @@ def test_state_vector_layout_matches_names(kinematics, config):
     assert state[names.index("follow_right_gripper")] == 0.03
     assert state[names.index("follow_left_ee_cartesian_pos_z")] == pytest.approx(poses["left"][2, 3])
     assert aspace.wall_oss_names(relative=True)[0] == "follow_left_ee_cartesian_pos_relative_x"
+
+
+def test_jerk_limits_come_from_the_config_with_defaults_when_absent(tmp_path, kinematics):
+    assert kinematics.limits.jerk[2] == pytest.approx(60.0) and kinematics.limits.jerk[6] == pytest.approx(5.0)
+    edited = load_robot_config(_config_copy(tmp_path, "  default: 60.0           # rad/s^3 for revolute joints", "  default: 30.0"))
+    assert edited.max_jerk_revolute == 30.0 and edited.max_jerk_gripper == 5.0
+    without = ROBOT_CONFIG.read_text().split("max_jerk:")[0] + "position_margin:" + \
+        ROBOT_CONFIG.read_text().split("position_margin:")[1]
+    path = tmp_path / "no_jerk.yaml"
+    path.write_text(without.replace("../urdf/", str(ROBOT_CONFIG.parent.parent / "urdf") + "/"))
+    assert load_robot_config(path).max_jerk_revolute == 60.0
+    with pytest.raises(ConfigError, match="max_jerk values must be positive"):
+        load_robot_config(_config_copy(tmp_path, "  gripper: 5.0            # m/s^3 for the gripper joints", "  gripper: -1.0"))
+    with pytest.raises(ConfigError, match="max_jerk values must be positive"):
+        load_robot_config(_config_copy(tmp_path, "  gripper: 5.0            # m/s^3 for the gripper joints",
+                                       "  gripper: fast"))

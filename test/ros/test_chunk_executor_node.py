@@ -94,12 +94,13 @@ def elbow_ramp(times, start, speed):
 
 
 def assert_smooth(times, positions, velocities):
-    """No jump between consecutive candidates: within the velocity limits, and velocities that change
-    at most by the executor's blend + stop acceleration budgets (0.5 + 0.8 of the limits)."""
+    """No jump between consecutive candidates: positions within the velocity limits and velocities
+    that change at most by the acceleration limits (the timer's own jitter changes the stamps' spacing,
+    so jerk is checked in the core tests, on exact ticks)."""
     dt = np.diff(times)
     assert np.all(dt > 0)
     assert np.all(np.abs(np.diff(positions, axis=0)) <= LIMITS.velocity * dt[:, None] + 1e-9)
-    assert np.all(np.abs(np.diff(velocities, axis=0)) <= 1.3 * LIMITS.acceleration * dt[:, None] + 1e-9)
+    assert np.all(np.abs(np.diff(velocities, axis=0)) <= LIMITS.acceleration * dt[:, None] + 1e-9)
 
 
 def test_follows_chunks_skips_elapsed_actions_rejects_bad_ones_and_holds(node_processes, ros_node):
@@ -140,7 +141,7 @@ def test_follows_chunks_skips_elapsed_actions_rejects_bad_ones_and_holds(node_pr
     assert rig.counter("rejected_invalid_message") + rig.counter("rejected_superseded") >= 1
     assert rig.counter("chunks_accepted") == 1 and rig.counter("chunks_rejected") == 3
 
-    # after the stitch window (at most max_blend_time = 1 s) the candidates are on the chunk's motion
+    # once converged (well within 1 s from rest onto a 0.3 rad/s motion) the candidates are on the motion
     on_motion_from = stamp + 0.15 + 1.0
     rig.wait(lambda: rig.candidates[-1][0] > times[-1], "candidates to the chunk's end")
     t, positions, _ = rig.stream(since=on_motion_from)
@@ -155,7 +156,8 @@ def test_follows_chunks_skips_elapsed_actions_rejects_bad_ones_and_holds(node_pr
     held = t > times[-1] + 0.3
     assert np.all(velocities[held] == 0)
     np.testing.assert_array_equal(positions[held], np.tile(positions[-1], (held.sum(), 1)))
-    assert abs(positions[-1][ELBOW] - elbow_ramp([times[-1]], stamp, speed)[0][ELBOW]) < 0.02  # just past the end
+    # just past the end: jerk-limited braking from 0.3 rad/s takes 2·sqrt(v/j) = 0.15 s, about 0.022 rad
+    assert abs(positions[-1][ELBOW] - elbow_ramp([times[-1]], stamp, speed)[0][ELBOW]) < 0.03
     rig.wait_fresh_diagnostics()
     assert rig.counter("holds") == 1 and rig.diagnostics["source"] == "hold"
     assert process.alive()
@@ -237,10 +239,34 @@ def test_instructions_from_volatile_and_latched_publishers_each_apply_once_in_or
     assert log.count("instruction 'fold the towel'") == 2 and rig.diagnostics["instruction"] == "fold the towel"
 
 
+def test_chunk_worker_survives_collapsing_action_times_and_absurd_targets(node_processes, ros_node):
+    """Issue 10: a chunk with dt 1e-9 at a real epoch stamp used to raise inside `prepare` and end the
+    worker thread (no chunk was prepared again, nothing counted). Now each bad chunk is counted and the
+    next good one runs."""
+    process = node_processes(MODULE, *NAMESPACE, params=PARAMS)
+    rig = Rig(ros_node)
+    rig.send_joint_states = True
+    # node start-up and discovery can take long on a loaded 2-core machine (load average 14 seen)
+    rig.wait(lambda: len(rig.candidates) >= 5, "candidates after the first joint state", timeout=30.0)
+    stamp = rig.now()
+    rig.publish_chunk(Chunk(np.tile(HOME, (32, 1)), 1e-9, "joint_position", list(ROBOT.command_joints), stamp))
+    rig.wait(lambda: rig.counter("rejected_bad_timing") == 1, "collapsing chunk rejected")
+    absurd = np.tile(HOME, (10, 1))
+    absurd[:, ELBOW] = 1e12
+    rig.publish_chunk(Chunk(absurd, 0.05, "joint_position", list(ROBOT.command_joints), rig.now()))
+    rig.wait(lambda: rig.counter("rejected_out_of_range") == 1, "absurd chunk rejected")
+    stamp = rig.now()
+    rig.publish_chunk(Chunk(elbow_ramp(stamp + 0.05 * np.arange(20), stamp, 0.1), 0.05, "joint_position",
+                            list(ROBOT.command_joints), stamp))
+    rig.wait(lambda: rig.counter("chunks_accepted") == 1, "the next good chunk accepted")
+    assert rig.counter("chunks_rejected") == 2 and rig.counter("rejected_prepare_failed") == 0
+    assert process.alive()
+
+
 def test_out_of_range_parameters_stop_the_node_with_a_reason():
     result = subprocess.run([sys.executable, "-m", MODULE, "--ros-args", "-p", "rate_hz:=50.0"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "rate_hz" in result.stderr + result.stdout
-    result = subprocess.run([sys.executable, "-m", MODULE, "--ros-args", "-p", "blend_time:=0.5",
-                             "-p", "max_blend_time:=0.2"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "max_blend_time" in result.stderr + result.stdout
+    result = subprocess.run([sys.executable, "-m", MODULE, "--ros-args", "-p", "max_chunk_age:=3.0",
+                             "-p", "joint_history_duration:=1.0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "joint_history_duration" in result.stderr + result.stdout

@@ -5,7 +5,7 @@ with a message naming it instead of surfacing later as a silently ignored joint.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +78,8 @@ class RobotConfig:
     position_margin_gripper: float
     simulator: str = "kinematic"
     sim_scene: str = ""  # the simulator's default scene (aloha_mujoco: a wall_oss_core.sim.aloha scene)
+    max_jerk_revolute: float = 60.0  # [rad/s^3] when the YAML has no max_jerk
+    max_jerk_gripper: float = 5.0    # [m/s^3]
     source: Path = field(default=Path())
 
     @property
@@ -167,6 +169,17 @@ def load_robot_config(path: str | Path) -> RobotConfig:
         raise ConfigError(f"{where}: sim.backend must be one of {SIMULATORS}, got {simulator!r}")
     accel = _require(raw, "max_acceleration", where)
     margin = _require(raw, "position_margin", where)
+    jerk = raw.get("max_jerk", {})
+    if not isinstance(jerk, dict):
+        raise ConfigError(f"{where}: max_jerk must be a mapping with 'default' and 'gripper', got {jerk!r}")
+    jerk_defaults = {f.name: f.default for f in fields(RobotConfig)}
+    try:
+        max_jerk = {key: float(jerk.get(key, jerk_defaults[f"max_jerk_{name}"]))
+                    for key, name in (("default", "revolute"), ("gripper", "gripper"))}
+    except (TypeError, ValueError):
+        max_jerk = {"default": np.nan}
+    if not all(np.isfinite(value) and value > 0 for value in max_jerk.values()):
+        raise ConfigError(f"{where}: max_jerk values must be positive numbers, got {jerk!r}")
     return RobotConfig(
         urdf_path=urdf_path,
         base_frame=raw.get("base_frame", "world"),
@@ -180,6 +193,8 @@ def load_robot_config(path: str | Path) -> RobotConfig:
         position_margin_gripper=float(_require(margin, "gripper", where + ": position_margin")),
         simulator=simulator,
         sim_scene=str(sim.get("scene", "")),
+        max_jerk_revolute=max_jerk["default"],
+        max_jerk_gripper=max_jerk["gripper"],
         source=path,
     )
 

@@ -22,6 +22,7 @@ class JointLimits:
     upper: np.ndarray
     velocity: np.ndarray
     acceleration: np.ndarray
+    jerk: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class BimanualKinematics:
     def _joint_limits(self) -> JointLimits:
         cfg = self.config
         grippers = set(cfg.gripper_joints)
-        lower, upper, velocity, acceleration = [], [], [], []
+        lower, upper, velocity, acceleration, jerk = [], [], [], [], []
         for name in cfg.command_joints:
             idx = self._q_index[name]
             jid = self.model.getJointId(name)
@@ -74,11 +75,13 @@ class BimanualKinematics:
             upper.append(self.model.upperPositionLimit[idx] - margin)
             velocity.append(self.model.velocityLimit[self.model.joints[jid].idx_v])
             acceleration.append(cfg.max_acceleration_gripper if name in grippers else cfg.max_acceleration_revolute)
+            jerk.append(cfg.max_jerk_gripper if name in grippers else cfg.max_jerk_revolute)
         limits = JointLimits(cfg.command_joints, np.array(lower), np.array(upper), np.array(velocity),
-                             np.array(acceleration))
-        if np.any(limits.lower >= limits.upper) or np.any(limits.velocity <= 0) or np.any(limits.acceleration <= 0):
+                             np.array(acceleration), np.array(jerk))
+        if (np.any(limits.lower >= limits.upper) or np.any(limits.velocity <= 0) or np.any(limits.acceleration <= 0)
+                or np.any(limits.jerk <= 0)):
             raise ValueError(f"{cfg.urdf_path}: every command joint needs position limits wider than the margin "
-                             "and positive velocity / acceleration limits")
+                             "and positive velocity / acceleration / jerk limits")
         return limits
 
     def arm_slice(self, arm: str) -> slice:
