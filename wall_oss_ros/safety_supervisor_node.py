@@ -114,10 +114,10 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
         verify_controller_joints=declare("verify_controller_joints", False, "command a controller only after its "
                                          "joints parameter (ros2_control) matched the robot config's joint order"),
         joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
-        jerk_revolute=declare("jerk_revolute", 60.0, "jerk limit of the arm joints, also while braking [rad/s^3]",
-                              floating_point_range=_float_range(0.1, 1e5)),
-        jerk_gripper=declare("jerk_gripper", 5.0, "jerk limit of the gripper joints [m/s^3]",
-                             floating_point_range=_float_range(0.01, 1e4)),
+        jerk_revolute=declare("jerk_revolute", 0.0, "jerk limit of the arm joints, also while braking [rad/s^3]; "
+                              "0: the robot config's max_jerk", floating_point_range=_float_range(0.0, 1e5)),
+        jerk_gripper=declare("jerk_gripper", 0.0, "jerk limit of the gripper joints [m/s^3]; 0: the robot "
+                             "config's max_jerk", floating_point_range=_float_range(0.0, 1e4)),
         following_error=declare("following_error", 0.2, "arm joint command − measured position beyond this → "
                                 "FAULT and a hold where the arm is [rad]", floating_point_range=_float_range(0.001, 10.0)),
         limit_tolerance=declare("limit_tolerance", 0.05, "arm joint candidates beyond a position limit by more "
@@ -169,7 +169,7 @@ class SafetySupervisorNode(Node):
         self.safety_config = SafetyConfig(period=1.0 / p.command_rate, candidate_timeout=p.candidate_timeout,
                                           joint_state_timeout=p.joint_state_timeout,
                                           max_extrapolation_ticks=p.max_extrapolation_ticks,
-                                          jerk_revolute=p.jerk_revolute, jerk_gripper=p.jerk_gripper,
+                                          jerk_revolute=p.jerk_revolute or None, jerk_gripper=p.jerk_gripper or None,
                                           following_error_revolute=p.following_error,
                                           limit_tolerance_revolute=p.limit_tolerance, fault_hold_time=p.fault_hold_time,
                                           clock_jump_tolerance=p.clock_jump_tolerance,

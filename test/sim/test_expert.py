@@ -43,7 +43,8 @@ def test_expert_transfers_the_cube_in_physics(robot, kinematics, tasks, seed):
     result = EpisodeRunner(sim, expert, kinematics).run(tracker, task.instructions[1], EPISODE)
     assert result.progress >= 95 and result.success, result
     assert result.rejected_chunks == 0
-    assert result.limited_ticks < 10, "the supervisor hardly ever has to correct the expert"
+    # the supervisor never stops the expert and only shapes its command by jerk rounding (sub-millimetre / mrad)
+    assert result.held_ticks == 0 and result.max_correction < 2e-3, result
     assert 0 < result.time_to_success < EPISODE
     # the cube stays in the left gripper, up in the air, after the right one let go
     cube = sim.object_poses()["box"][:3, 3]

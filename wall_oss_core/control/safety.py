@@ -82,8 +82,9 @@ class SafetyConfig:
     joint_state_timeout: float = 0.2      # [s] no joint state for this long → FAULT
     max_extrapolation_ticks: int = 4      # farthest a candidate is carried along its velocity from its stamp [periods]
     min_tick_interval: float = 1e-4       # [s] a tick sooner than this after the last one resends the last command
-    jerk_revolute: float = 60.0           # [rad/s^3] jerk limit of the arm joints (also while braking)
-    jerk_gripper: float = 5.0             # [m/s^3] jerk limit of the gripper joints
+    # jerk limits (also while braking); None: the robot config's max_jerk, which the executor plans with too
+    jerk_revolute: float | None = None    # [rad/s^3] arm joints
+    jerk_gripper: float | None = None     # [m/s^3] gripper joints
     following_error_revolute: float = 0.2  # [rad] |command − measured| beyond this → FAULT, hold where the arm is
     # A gripper closing on an object is blocked by design, so its following error is not a fault by default.
     following_error_gripper: float = math.inf
@@ -103,9 +104,12 @@ class SafetyConfig:
     table_height: float = 0.0             # [m] table top (z in the base frame): a half-space below it
 
     def __post_init__(self):
-        positive = ("period", "candidate_timeout", "joint_state_timeout", "jerk_revolute", "jerk_gripper",
-                    "following_error_revolute", "following_error_gripper", "implausible_speed_factor",
+        positive = ("period", "candidate_timeout", "joint_state_timeout", "following_error_revolute", "following_error_gripper", "implausible_speed_factor",
                     "clock_jump_tolerance")
+        for name in ("jerk_revolute", "jerk_gripper"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"safety setting {name} must be a positive number, got {value}")
         for name in positive:
             value = getattr(self, name)
             if not (value > 0 and not math.isnan(value)) or (math.isinf(value) and not name.startswith("following")):
@@ -273,7 +277,10 @@ class SafetySupervisor:
         scale = config.speed_scale
         self.max_velocity = limits.velocity * scale
         self.max_acceleration = limits.acceleration * scale
-        self.max_jerk = np.where(gripper, config.jerk_gripper, config.jerk_revolute) * scale
+        robot = kinematics.config
+        jerk_gripper = robot.max_jerk_gripper if config.jerk_gripper is None else config.jerk_gripper
+        jerk_revolute = robot.max_jerk_revolute if config.jerk_revolute is None else config.jerk_revolute
+        self.max_jerk = np.where(gripper, jerk_gripper, jerk_revolute) * scale
         self.following_limit = np.where(gripper, config.following_error_gripper, config.following_error_revolute)
         self.limit_tolerance = np.where(gripper, config.limit_tolerance_gripper, config.limit_tolerance_revolute)
         margin = 0.0 if scale == 1.0 else config.dry_run_workspace_margin

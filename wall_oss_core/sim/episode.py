@@ -24,7 +24,9 @@ class EpisodeResult:
     reached: dict[str, bool]        # stage → held at some instant
     time_to_success: float | None   # [s] from the episode start
     rejected_chunks: int            # by the executor
-    limited_ticks: int              # supervisor ticks that modified the command (LIMITING) or held
+    limited_ticks: int              # supervisor ticks that shaped the command (LIMITING) or held
+    held_ticks: int                 # of those, ticks in HOLD / FAULT / ESTOP (the safety stack stopped the arm)
+    max_correction: float           # largest |supervisor output − executor command| of any joint
 
 
 def observe(sim: AlohaSim, kinematics: BimanualKinematics, instruction: str,
@@ -52,6 +54,8 @@ class EpisodeRunner:
         self._next_chunk = sim.time
         self.rejected_chunks = 0
         self.limited_ticks = 0
+        self.held_ticks = 0
+        self.max_correction = 0.0
 
     def run(self, tracker: ProgressTracker, instruction: str, duration: float) -> EpisodeResult:
         """Run `duration` seconds of sim time with `instruction`, scoring with `tracker`."""
@@ -75,6 +79,10 @@ class EpisodeRunner:
             output = self.supervisor.tick(now)
             if output.state != SafetyState.OK:
                 self.limited_ticks += 1
+            if output.state not in (SafetyState.OK, SafetyState.LIMITING):
+                self.held_ticks += 1
+            if output.positions is not None and command is not None:
+                self.max_correction = max(self.max_correction, float(abs(output.positions - command.positions).max()))
             if output.positions is not None:
                 sim.set_command(output.positions)
             sim.step(self.control_period)
@@ -82,4 +90,4 @@ class EpisodeRunner:
             if time_to_success is None and tracker.success:
                 time_to_success = sim.time - start
         return EpisodeResult(tracker.progress, tracker.success, dict(tracker.reached), time_to_success,
-                             self.rejected_chunks, self.limited_ticks)
+                             self.rejected_chunks, self.limited_ticks, self.held_ticks, self.max_correction)
