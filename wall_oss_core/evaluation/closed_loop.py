@@ -174,3 +174,74 @@ def write_report(metrics: dict, out_dir: Path, title: str = "Closed-loop evaluat
     path = out_dir / "report.html"
     path.write_text(page)
     return path
+
+
+class EpisodeMonitor:
+    """Follows one closed-loop episode from what the running graph reports and decides when it ends.
+
+    The clock starts at the first action chunk (a model may take long to load; the scene waits at rest
+    until then). The episode ends `linger` seconds after the success stage first held (so its video
+    shows the result), or `timeout` seconds after the start. Stage reports come from the simulator's
+    scoring (`<task>/<stage>`); progress is the highest credit of a stage reached (stage credit)."""
+
+    def __init__(self, task: str, seed: int, instruction: str, stage_progress: dict[str, float], success_stage: str,
+                 *, timeout: float, linger: float = 1.0):
+        if success_stage not in stage_progress:
+            raise ValueError(f"success stage {success_stage!r} is not one of {sorted(stage_progress)}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"episode timeout must be a positive number of seconds, got {timeout}")
+        self.task, self.seed, self.instruction = task, seed, instruction
+        self.stage_progress, self.success_stage = stage_progress, success_stage
+        self.timeout, self.linger = timeout, linger
+        self.started: float | None = None
+        self.success_time: float | None = None
+        self.reached: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.safety_events: Counter[str] = Counter()
+        self.rejections: dict[str, int] = {}
+        self._safety_state = "OK"
+
+    def on_chunk(self, inference_latency: float, now: float) -> None:
+        if self.started is None:
+            self.started = now
+        self.latencies.append(float(inference_latency))
+
+    def on_stage(self, report: str, now: float) -> None:
+        """A `<task>/<stage>` report; other tasks' stages and unknown stages are ignored."""
+        task, _, stage = report.rpartition("/")
+        if task != self.task or stage not in self.stage_progress or stage in self.reached:
+            return
+        self.reached[stage] = self.stage_progress[stage]
+        if stage == self.success_stage and self.success_time is None:
+            self.success_time = now
+
+    def on_safety(self, state: str, quiet: bool) -> None:
+        """Counts entries into each non-quiet supervisor state (HOLD, ESTOP, FAULT…) once the episode runs
+        (the supervisor holds until the first commands arrive)."""
+        if state != self._safety_state and not quiet and self.started is not None:
+            self.safety_events[state] += 1
+        self._safety_state = state
+
+    def on_rejections(self, source: str, counts: dict[str, int]) -> None:
+        """Cumulative rejection counters of one node (its latest report wins)."""
+        for key, count in counts.items():
+            if count:
+                self.rejections[f"{source}:{key}"] = int(count)
+
+    def finished(self, now: float) -> bool:
+        if self.success_time is not None:
+            return now - self.success_time >= self.linger
+        return self.started is not None and now - self.started >= self.timeout
+
+    @property
+    def progress(self) -> float:
+        return max(self.reached.values(), default=0.0)
+
+    def result(self, now: float, *, video: str | None = None, error: str | None = None) -> EpisodeResult:
+        started = self.started if self.started is not None else now
+        return EpisodeResult(
+            task=self.task, seed=self.seed, instruction=self.instruction, progress=self.progress,
+            success=self.success_time is not None, duration_s=max(0.0, now - started),
+            time_to_success_s=None if self.success_time is None else self.success_time - started,
+            stages=dict(self.reached), chunk_latency_s=list(self.latencies), safety_events=dict(self.safety_events),
+            rejections=dict(self.rejections), video=video, error=error)
