@@ -27,7 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from wall_oss_core.evaluation.closed_loop import EpisodeMonitor, EpisodeResult, summarize, write_report, write_video
+from wall_oss_core.evaluation.closed_loop import (
+    EpisodeMonitor,
+    EpisodeResult,
+    frame_rate,
+    summarize,
+    write_report,
+    write_video,
+)
 from wall_oss_core.paths import share_file
 from wall_oss_core.topics import ACTION_CHUNK, INSTRUCTION, SAFETY_STATUS, SIM_TASK_STAGE, qualified
 from wall_oss_ros.launch_runner import LaunchRunner, plan_launch, resolve_launch_file
@@ -106,6 +113,7 @@ class _EpisodeObserver:
 
         self.monitor = monitor
         self.frames: list[np.ndarray] = []
+        self.frame_times: list[float] = []
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("wall_oss_sim_eval", context=self.context)
@@ -148,6 +156,7 @@ class _EpisodeObserver:
             self.frames.append(image_msg_to_rgb(msg).copy())
         except ImageError:
             return
+        self.frame_times.append(time.monotonic())
 
     def spin_once(self, timeout: float) -> None:
         self.executor.spin_once(timeout_sec=timeout)
@@ -207,11 +216,12 @@ def run_episode(spec: EpisodeSpec, settings: EvalSettings, domain_id: int) -> Ep
     finally:
         end = time.monotonic()
         runner.stop()
-        frames = observer.frames
+        frames, frame_times = observer.frames, observer.frame_times
         observer.close()
     video = None
     if frames:
-        video = str(write_video(frames, settings.out / "videos" / f"{name}.mp4", fps=settings.camera_rate_hz))
+        video = str(write_video(frames, settings.out / "videos" / f"{name}.mp4",
+                                fps=frame_rate(frame_times, settings.camera_rate_hz)))
     return monitor.result(end, video=video, error=error)
 
 

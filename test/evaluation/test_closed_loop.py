@@ -8,9 +8,11 @@ import pytest
 from wall_oss_core.evaluation.closed_loop import (
     EpisodeMonitor,
     EpisodeResult,
+    frame_rate,
     interval95,
     summarize,
     write_report,
+    write_run_plot,
     write_video,
 )
 
@@ -114,3 +116,18 @@ def test_monitor_times_out_from_the_first_chunk_and_keeps_partial_credit():
     assert (result.progress, result.success, result.time_to_success_s) == (25.0, False, None)
     with pytest.raises(ValueError, match="success stage"):
         EpisodeMonitor("t", 0, "i", STAGES, "done", timeout=1.0)
+
+
+def test_video_rate_is_the_received_frame_rate():
+    assert frame_rate([10.0, 10.2, 10.4, 10.6], fallback=10.0) == pytest.approx(5.0)
+    assert frame_rate([3.0], fallback=10.0) == 10.0
+
+
+def test_run_plot_is_written(tmp_path):
+    from PIL import Image
+
+    times = np.linspace(0.0, 5.0, 50)
+    path = write_run_plot(times, np.column_stack([np.sin(times), np.cos(times)]), ["a", "b"],
+                          [(1.0, "touched", 25.0), (3.0, "transferred", 100.0)], tmp_path / "plots" / "run.png", "t")
+    with Image.open(path) as image:
+        assert image.size == (900, 600)

@@ -86,6 +86,14 @@ def summarize(episodes: Sequence[EpisodeResult]) -> dict:
             "tasks": per_task, "episode_results": [asdict(e) for e in episodes]}
 
 
+def frame_rate(times: Sequence[float], fallback: float) -> float:
+    """Frames per second that were actually received (a loaded machine renders below the camera rate),
+    so that a video plays in real time; `fallback` for fewer than two frames."""
+    if len(times) < 2 or times[-1] <= times[0]:
+        return fallback
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
 def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: float) -> Path:
     """H.264 MP4 (yuv420p, faststart) of uint8 RGB frames, playable in a browser's <video>."""
     import av
@@ -196,6 +204,7 @@ class EpisodeMonitor:
         self.started: float | None = None
         self.success_time: float | None = None
         self.reached: dict[str, float] = {}
+        self.stage_log: list[tuple[float, str, float]] = []  # (time, stage, credit) in the order reached
         self.latencies: list[float] = []
         self.safety_events: Counter[str] = Counter()
         self.rejections: dict[str, int] = {}
@@ -212,6 +221,7 @@ class EpisodeMonitor:
         if task != self.task or stage not in self.stage_progress or stage in self.reached:
             return
         self.reached[stage] = self.stage_progress[stage]
+        self.stage_log.append((now, stage, self.stage_progress[stage]))
         if stage == self.success_stage and self.success_time is None:
             self.success_time = now
 
@@ -245,3 +255,37 @@ class EpisodeMonitor:
             time_to_success_s=None if self.success_time is None else self.success_time - started,
             stages=dict(self.reached), chunk_latency_s=list(self.latencies), safety_events=dict(self.safety_events),
             rejections=dict(self.rejections), video=video, error=error)
+
+
+def write_run_plot(times: Sequence[float], positions: np.ndarray, joint_names: Sequence[str],
+                   stages: Sequence[tuple[float, str, float]], path: str | Path, title: str) -> Path:
+    """One run at a glance: every joint's position over time, and the task progress as a step curve
+    with each stage marked where it first held (stages: (time, name, progress))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    positions = np.asarray(positions, dtype=float).reshape(len(times), len(joint_names))
+    figure, (joints_axis, progress_axis) = plt.subplots(2, 1, figsize=(9, 6), sharex=True,
+                                                        gridspec_kw={"height_ratios": [2, 1]})
+    for index, name in enumerate(joint_names):
+        joints_axis.plot(times, positions[:, index], label=name, linewidth=1)
+    joints_axis.set_ylabel("joint position [rad | m]")
+    joints_axis.legend(fontsize=6, ncol=4, loc="upper right")
+    joints_axis.set_title(title)
+    end = max([*times, *(t for t, _, _ in stages), 0.0])
+    step_times = [0.0] + [t for t, _, _ in stages] + [end]
+    step_values = [0.0] + [p for _, _, p in stages] + [stages[-1][2] if stages else 0.0]
+    progress_axis.step(step_times, step_values, where="post", color="#d9534f")
+    for t, name, progress in stages:
+        progress_axis.annotate(name, (t, progress), textcoords="offset points", xytext=(3, -10), fontsize=7)
+    progress_axis.set_ylim(-5, 105)
+    progress_axis.set_ylabel("task progress")
+    progress_axis.set_xlabel("time since the first chunk [s]")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
