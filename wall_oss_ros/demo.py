@@ -246,6 +246,9 @@ def add_parser(subparsers) -> None:
                              "directory): the model path runs, its motions are noise")
     parser.add_argument("--task", default="transfer_cube", help="task of config/tasks.yaml (default transfer_cube)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scene's object placement")
+    parser.add_argument("--real-time-factor", type=float, default=1.0,
+                        help="simulated seconds per wall second (the graph runs on the sim's /clock); lower it on a "
+                             "machine that cannot keep up")
     parser.add_argument("--builtin-size", choices=("tiny", "small"), default="tiny",
                         help="size of the built-in checkpoint (default tiny: fits a 2-core CPU next to the graph)")
     parser.add_argument("--instruction", help="instruction to publish (default: the task's first phrasing)")
@@ -295,8 +298,11 @@ class _Demo:
     def _prepare(self, run_dir: Path) -> tuple[dict[str, str], str, str]:
         """Launch arguments, a description of the policy, and the instruction to publish."""
         # Sized for a 2-core CPU shared with the whole graph: 224×224 cameras at 10 Hz (the video shows the face one)
+        # and the graph on the sim's clock, so a starved sim stops time for every node instead of lagging
+        # behind the commands (wall_oss_core.sim.clock)
         arguments = {"rate_hz": f"{self.args.rate_hz:.1f}", "publish_compressed_images": "true",
-                     "image_width": "224", "image_height": "224", "camera_rate_hz": "10.0"}
+                     "image_width": "224", "image_height": "224", "camera_rate_hz": "10.0",
+                     "use_sim_time": "true", "real_time_factor": f"{self.args.real_time_factor:.3f}"}
         if self.task is not None:
             arguments.update(scene=self.task.scene, seed=str(self.args.seed), task=self.task.name)
         instruction = self.args.instruction or (self.task.instructions[0] if self.task else "pick up the cube")

@@ -24,8 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
+from rclpy.clock import Clock as RosClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
@@ -33,6 +36,7 @@ from visualization_msgs.msg import MarkerArray
 
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
+from wall_oss_core.sim.clock import SimulatedClock
 from wall_oss_core.sim.kinematic_arm import (
     ArmDynamics,
     ArmDynamicsConfig,
@@ -41,7 +45,7 @@ from wall_oss_core.sim.kinematic_arm import (
     TrajectoryTarget,
 )
 from wall_oss_core.topics import INSTRUCTION, SIM_OBJECT_POSES, SIM_TASK_PROGRESS, SIM_TASK_STAGE, qualified
-from wall_oss_ros.conversions import object_poses_to_markers, stamp_to_seconds
+from wall_oss_ros.conversions import object_poses_to_markers, seconds_to_stamp, stamp_to_seconds
 from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node, subscribe_instructions
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -70,6 +74,8 @@ class SimArmParams:
     task: str = ""
     instruction_topic: str = qualified(INSTRUCTION)
     object_pose_rate_hz: float = 20.0
+    publish_clock: bool = False
+    real_time_factor: float = 1.0
 
 
 _DESCRIPTIONS = {
@@ -92,6 +98,10 @@ _DESCRIPTIONS = {
     "task": ("MuJoCo robots: task scored from the start (config/tasks.yaml); empty = none until an instruction "
              "names one", None),
     "instruction_topic": ("MuJoCo robots: instructions select the scored task", None),
+    "publish_clock": ("be the graph's clock: publish /clock in simulated time and stamp everything with it "
+                      "(run the other nodes with use_sim_time:=true)", None),
+    "real_time_factor": ("with publish_clock: simulated seconds per wall second (below 1 when the machine cannot "
+                         "run the graph in real time)", FloatingPointRange(from_value=0.05, to_value=10.0)),
     "object_pose_rate_hz": ("MuJoCo robots: rate of the privileged object poses [Hz]",
                             FloatingPointRange(from_value=1.0, to_value=500.0)),
 }
@@ -146,7 +156,13 @@ class SimArmNode(Node):
         if self.scorer is not None:
             self._start_scoring()
         self._last_step = time.monotonic()
-        self.create_timer(1.0 / self.params.physics_rate_hz, self._on_physics_tick)
+        self._sim_clock = None
+        if self.params.publish_clock:
+            self._sim_clock = SimulatedClock(time.time(), self.params.real_time_factor, MAX_STEP)
+            self._clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=1,
+                                                                                reliability=ReliabilityPolicy.RELIABLE))
+        # a wall-clock timer: the sim drives time (with publish_clock) and must not wait for it
+        self.create_timer(1.0 / self.params.physics_rate_hz, self._on_physics_tick, clock=RosClock(clock_type=ClockType.STEADY_TIME))
         if self.params.camera_rate_hz > 0 and (self.params.publish_raw_images or self.params.publish_compressed_images):
             self._start_cameras()
         self.get_logger().info(
@@ -194,8 +210,7 @@ class SimArmNode(Node):
         times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
         positions = np.array([np.asarray(p.positions, dtype=float)[order] for p in msg.points])
         stamp = stamp_to_seconds(msg.header.stamp)
-        now = self.get_clock().now().nanoseconds * 1e-9
-        start = stamp if stamp > 0 else now
+        start = stamp if stamp > 0 else self.now()
         with self._lock:
             try:
                 trajectory = TrajectoryTarget(start, self.dynamics.positions[indices], times, positions)
@@ -205,13 +220,19 @@ class SimArmNode(Node):
             self._trajectories[controller] = (indices, trajectory)
         self.accepted_commands += 1
 
+    def now(self) -> float:
+        """The graph's time [s]: the simulated clock when this node publishes /clock, else the node's clock."""
+        if self._sim_clock is not None:
+            return self._sim_clock.now
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _on_physics_tick(self) -> None:
         now_monotonic = time.monotonic()
-        dt = min(now_monotonic - self._last_step, MAX_STEP)
+        wall_dt = now_monotonic - self._last_step
         self._last_step = now_monotonic
-        stamp = self.get_clock().now()
         with self._lock:
-            t = stamp.nanoseconds * 1e-9
+            dt = self._sim_clock.advance(wall_dt) if self._sim_clock is not None else min(wall_dt, MAX_STEP)
+            t = self.now()
             for indices, trajectory in self._trajectories.values():
                 self.dynamics.set_targets(indices, trajectory.sample(t))
             self.dynamics.step(dt)
@@ -219,8 +240,11 @@ class SimArmNode(Node):
             velocities = self.dynamics.velocities[self._state_order]
             reached = self.scorer.update() if self.scorer is not None else []
             task = self.scorer.task if reached else None
+        stamp = seconds_to_stamp(t)
+        if self._sim_clock is not None:
+            self._clock_pub.publish(Clock(clock=stamp))
         msg = JointState()
-        msg.header.stamp = stamp.to_msg()
+        msg.header.stamp = stamp
         msg.name = self._state_names
         msg.position = positions.tolist()
         msg.velocity = velocities.tolist()
@@ -268,7 +292,7 @@ class SimArmNode(Node):
         with self._lock:
             poses = self.dynamics.sim.object_poses()
         self._objects_pub.publish(object_poses_to_markers(poses, self._object_sizes, self.robot.base_frame,
-                                                          self.get_clock().now().to_msg()))
+                                                          seconds_to_stamp(self.now())))
 
     # ---------------------------------------------------------------------------------------------
     # cameras
@@ -291,12 +315,13 @@ class SimArmNode(Node):
 
     def _camera_loop(self) -> None:
         """Asks the camera process for frames at the camera rate and publishes them."""
-        period = 1.0 / self.params.camera_rate_hz
+        rate = self.params.camera_rate_hz * (self.params.real_time_factor if self._sim_clock is not None else 1.0)
+        period = 1.0 / rate  # wall time: the camera rate is in simulated time
         next_time = time.monotonic()
         while not self._stop.is_set() and self.context.ok():
             with self._lock:
                 state = self.dynamics.render_state()
-            stamp = self.get_clock().now().to_msg()
+                stamp = seconds_to_stamp(self.now())
             try:
                 frames = self._cameras.render(state)
             except RuntimeError as error:

@@ -64,6 +64,7 @@ class EvalSettings:
     timeout: float                # [s] after the first chunk
     startup_timeout: float        # [s] until the first chunk
     out: Path
+    real_time_factor: float = 0.5
     camera_rate_hz: float = 10.0
     image_size: int = 224
     rate_hz: float = 100.0
@@ -94,6 +95,7 @@ def _launch_arguments(spec: EpisodeSpec, settings: EvalSettings) -> dict[str, st
         "max_chunk_age": f"{max(1.0, settings.inference_delay + 1.0):.3f}",
         "camera_rate_hz": f"{settings.camera_rate_hz:.1f}", "image_width": str(settings.image_size),
         "image_height": str(settings.image_size), "rate_hz": f"{settings.rate_hz:.1f}",
+        "use_sim_time": "true", "real_time_factor": f"{settings.real_time_factor:.3f}",
     }
     if settings.backend == "wall_oss":
         arguments["checkpoint"] = settings.checkpoint
@@ -107,6 +109,7 @@ class _EpisodeObserver:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
         from wall_oss.msg import ActionChunk, SafetyStatus
@@ -114,6 +117,7 @@ class _EpisodeObserver:
         self.monitor = monitor
         self.frames: list[np.ndarray] = []
         self.frame_times: list[float] = []
+        self.now = 0.0  # the graph's (simulated) time from /clock [s]; 0 until the first tick
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node("wall_oss_sim_eval", context=self.context)
@@ -123,13 +127,17 @@ class _EpisodeObserver:
         self.instruction_pub = self.node.create_publisher(
             String, qualified(INSTRUCTION), QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.node.create_subscription(String, SIM_TASK_STAGE, lambda m: monitor.on_stage(m.data, time.monotonic()),
-                                      latched)
+        self.node.create_subscription(Clock, "/clock", self._on_clock, QoSProfile(depth=1,
+                                                                                reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(String, SIM_TASK_STAGE, lambda m: monitor.on_stage(m.data, self.now), latched)
         self.node.create_subscription(ActionChunk, qualified(ACTION_CHUNK),
-                                      lambda m: monitor.on_chunk(m.inference_latency, time.monotonic()), 10)
+                                      lambda m: monitor.on_chunk(m.inference_latency, self.now), 10)
         self.node.create_subscription(SafetyStatus, qualified(SAFETY_STATUS), self._on_safety, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.node.create_subscription(Image, face_topic, self._on_frame, qos_profile_sensor_data)
+
+    def _on_clock(self, msg) -> None:
+        self.now = msg.clock.sec + msg.clock.nanosec * 1e-9
 
     def _on_safety(self, msg) -> None:
         state = STATE_NAMES.get(msg.state, msg.state_name or str(msg.state))
@@ -156,7 +164,7 @@ class _EpisodeObserver:
             self.frames.append(image_msg_to_rgb(msg).copy())
         except ImageError:
             return
-        self.frame_times.append(time.monotonic())
+        self.frame_times.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
 
     def spin_once(self, timeout: float) -> None:
         self.executor.spin_once(timeout_sec=timeout)
@@ -211,10 +219,10 @@ def run_episode(spec: EpisodeSpec, settings: EvalSettings, domain_id: int) -> Ep
             if monitor.started is None and now - launched > settings.startup_timeout:
                 error = f"no action chunk within {settings.startup_timeout:g} s of the launch; see logs/{name}/"
                 break
-            if monitor.finished(now):
+            if monitor.finished(observer.now):
                 break
     finally:
-        end = time.monotonic()
+        end = observer.now
         runner.stop()
         frames, frame_times = observer.frames, observer.frame_times
         observer.close()
@@ -236,7 +244,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode k uses seed + k")
     parser.add_argument("--inference-delay", type=float, default=0.0,
                         help="seconds added to every inference of the backend")
-    parser.add_argument("--timeout", type=float, default=15.0, help="episode timeout after its first chunk [s]")
+    parser.add_argument("--timeout", type=float, default=15.0,
+                        help="episode timeout after its first chunk [simulated s]")
+    parser.add_argument("--real-time-factor", type=float, default=0.5,
+                        help="simulated seconds per wall second; the graph runs on the sim's /clock (default 0.5: "
+                             "a 2-core CPU shared with other work cannot hold the graph in real time)")
     parser.add_argument("--startup-timeout", type=float, default=120.0,
                         help="seconds a graph may take from launch to its first chunk")
     parser.add_argument("--jobs", type=int, default=1, help="episodes run at once, each graph on its own ROS domain")
@@ -254,8 +266,9 @@ def run(args) -> int:
     if args.episodes < 1 or args.jobs < 1:
         print("wall-oss sim-eval: --episodes and --jobs must be at least 1", file=sys.stderr)
         return 2
-    if args.inference_delay < 0 or not args.timeout > 0:
-        print("wall-oss sim-eval: --inference-delay must be >= 0 and --timeout > 0", file=sys.stderr)
+    if args.inference_delay < 0 or not args.timeout > 0 or not 0.05 <= args.real_time_factor <= 10:
+        print("wall-oss sim-eval: --inference-delay must be >= 0, --timeout > 0, --real-time-factor within "
+              "[0.05, 10]", file=sys.stderr)
         return 2
     if args.checkpoint is not None and not args.checkpoint.is_dir():
         print(f"wall-oss sim-eval: --checkpoint {args.checkpoint} is not a directory", file=sys.stderr)
@@ -271,7 +284,8 @@ def run(args) -> int:
     settings = EvalSettings(backend="scripted" if args.scripted else "wall_oss",
                             checkpoint=str(args.checkpoint.resolve()) if args.checkpoint else "",
                             inference_delay=args.inference_delay, timeout=args.timeout,
-                            startup_timeout=args.startup_timeout, out=out.resolve())
+                            startup_timeout=args.startup_timeout, out=out.resolve(),
+                            real_time_factor=args.real_time_factor)
     base = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", 10 + os.getpid() % 200))
     domains = [(base + k) % (MAX_DOMAIN_ID + 1) for k in range(args.jobs)]
     policy = "scripted expert" if args.scripted else f"Wall-OSS checkpoint {args.checkpoint}"

@@ -22,13 +22,14 @@ def _demo(tmp_path, *arguments: str, timeout: float = 150) -> subprocess.Complet
 
 
 def test_demo_does_a_task_on_aloha_records_a_bag_a_video_and_plots(tmp_path):
-    result = _demo(tmp_path, "--duration", "25")
+    # half real time: the test's margin on a loaded CI machine (the graph runs on the sim's clock)
+    result = _demo(tmp_path, "--duration", "25", "--real-time-factor", "0.5")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert result.stdout.splitlines()[0].startswith("[demo] policy: scripted expert"), output
     assert "result                 : ok" in output
-    progress = float(re.search(r"task progress          : (\d+) / 100 on transfer_cube \(succeeded", output).group(1))
-    assert progress >= 90, output
+    progress = re.search(r"task progress          : (\d+) / 100 on transfer_cube \(succeeded", output)
+    assert progress and float(progress.group(1)) >= 90, output
     chunks = int(re.search(r"action chunks received : (\d+)", output).group(1))
     commands = int(re.search(r"controller commands    : (\d+) on /left_arm_controller/commands", output).group(1))
     assert chunks > 0 and commands > 0
