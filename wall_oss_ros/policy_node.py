@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -121,11 +122,12 @@ def declare_params(node: Node) -> PolicyNodeParams:
     return params
 
 
-def make_policy(params: PolicyNodeParams, robot: RobotConfig) -> Policy:
-    """The configured backend, slowed by `inference_delay` when asked. The model backend is imported only
+def make_policy(params: PolicyNodeParams, robot: RobotConfig, sleep=None) -> Policy:
+    """The configured backend, slowed by `inference_delay` when asked (`sleep`: how to wait, e.g. on the
+    node's clock, so the delay is in simulated time on use_sim_time). The model backend is imported only
     when chosen (it pulls in torch), the scripted expert likewise (MuJoCo)."""
     policy = _make_backend(params, robot)
-    return DelayedPolicy(policy, params.inference_delay) if params.inference_delay > 0 else policy
+    return DelayedPolicy(policy, params.inference_delay, sleep=sleep) if params.inference_delay > 0 else policy
 
 
 def _make_backend(params: PolicyNodeParams, robot: RobotConfig) -> Policy:
@@ -180,7 +182,7 @@ class PolicyNode(Node):
             AssemblyLimits(camera_max_age=self.params.camera_max_age,
                            joint_state_max_age=self.params.joint_state_max_age,
                            max_clock_skew=self.params.max_clock_skew))
-        self.policy = make_policy(self.params, self.robot)
+        self.policy = make_policy(self.params, self.robot, sleep=self._sleep_on_clock)
         if self.policy.action_space != self.robot.action_space:
             self.get_logger().warning(f"backend speaks {self.policy.action_space}, the robot config selects "
                                       f"{self.robot.action_space}; the executor follows each chunk's action space")
@@ -241,6 +243,10 @@ class PolicyNode(Node):
             self._reject(f"joint_state.{error.reason}", str(error))
             return
         self._wake.set()
+
+    def _sleep_on_clock(self, seconds: float) -> None:
+        """Waits `seconds` of the node's time (simulated on use_sim_time); returns early when the node stops."""
+        self.get_clock().sleep_for(Duration(seconds=seconds), context=self.context)
 
     def _on_object_poses(self, msg: MarkerArray) -> None:
         try:

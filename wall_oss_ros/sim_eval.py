@@ -9,9 +9,10 @@ a second after success or `--timeout` seconds after its first chunk (`EpisodeMon
 then stopped. Results go to `metrics.json` + `report.html` (wall_oss_core.evaluation.closed_loop); the
 last line printed is `task_progress=<mean over all episodes>`.
 
-Timing: the graph runs in real time (wall clock), as on a robot; ALOHA physics runs at several times
-real time on this 2-core box next to the graph, with three 224×224 cameras at 10 Hz and commands at
-100 Hz (bench/bench_sim.py). `--inference-delay` makes every inference that much slower (wall time).
+Timing: the graph runs on the sim's clock (`use_sim_time:=true`: the sim publishes /clock and every node
+follows it) at `--real-time-factor` simulated seconds per wall second (0.5 by default: this 2-core box
+cannot hold the graph in real time, and a sim stepping by the wall clock falls behind its commands
+whenever it is starved). Episode times and `--inference-delay` are simulated seconds.
 `--jobs N` runs N episodes at once, each graph on its own ROS_DOMAIN_ID.
 """
 from __future__ import annotations
