@@ -233,7 +233,7 @@ class _Progress:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="run the full graph on the simulated bimanual arm and summarize")
+    parser = subparsers.add_parser("demo", help="the full graph does a task on the simulated ALOHA robot")
     parser.add_argument("--duration", type=float, default=20.0,
                         help="seconds to run after the first chunk at most; the run ends earlier once the task "
                              "succeeded (default 20)")
