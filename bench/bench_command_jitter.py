@@ -49,7 +49,7 @@ def measure(rate: float, replay_source: Path, seconds: float, warmup: float, log
     plan = plan_launch(share_file("launch/sim.launch.yaml"),
                        {"rate_hz": f"{rate:.1f}", "replay_source": str(replay_source), "backend": "replay",
                         "image_width": str(IMAGE_SIZE[0]), "image_height": str(IMAGE_SIZE[1]),
-                        "camera_rate_hz": f"{CAMERA_RATE_HZ:.1f}"})
+                        "camera_rate_hz": f"{CAMERA_RATE_HZ:.1f}", "robot_config": str(default_config_path())})
     runner = LaunchRunner(plan, stream=None, log_dir=log_dir / f"{rate:g}hz")
     runner.start()
     context = rclpy.Context()

@@ -14,6 +14,10 @@ CANDIDATE_COMMAND = "candidate_command"
 SAFETY_STATUS = "safety_status"
 ESTOP = "estop"
 MARKERS = "markers"
+# the simulator's privileged outputs (global: the sim is not part of the graph namespace)
+SIM_OBJECT_POSES = "/wall_oss/sim/object_poses"    # MarkerArray, ns = object body
+SIM_TASK_PROGRESS = "/wall_oss/sim/task_progress"  # Float64 0–100, latched
+SIM_TASK_STAGE = "/wall_oss/sim/task_stage"        # String "<task>/<stage>" when a stage first holds, latched
 
 
 def qualified(name: str, namespace: str = NAMESPACE) -> str:

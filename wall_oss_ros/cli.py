@@ -8,7 +8,8 @@ import importlib
 import sys
 
 COMMANDS = {
-    "demo": ("wall_oss_ros.demo", "run the full graph on the simulated bimanual arm and summarize"),
+    "demo": ("wall_oss_ros.demo", "the full graph does a task on the simulated ALOHA robot: video, plots, summary"),
+    "sim-eval": ("wall_oss_ros.sim_eval", "closed-loop task progress on ALOHA through the launched graph"),
     "launch": ("wall_oss_ros.launch_runner", "run a launch/*.launch.yaml file (the same files ros2 launch runs)"),
     "infer": ("wall_oss_core.cli.infer", "run a checkpoint on an observation file (fake inference)"),
     "ask": ("wall_oss_core.cli.ask", "ask a checkpoint about an observation file (VQA, caption, subtask)"),

@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import JointState
+from visualization_msgs.msg import Marker, MarkerArray
 from wall_oss.msg import ActionChunk
 
 from wall_oss_core.policy.interface import Chunk, chunk_from_message
@@ -90,3 +92,36 @@ def vector_to_joint_state(names, positions, velocities=None, stamp: Time | None 
     if velocities is not None:
         msg.velocity = _float64_array(velocities)
     return msg
+
+
+def object_poses_to_markers(poses: dict[str, np.ndarray], sizes: dict[str, np.ndarray], frame_id: str,
+                            stamp: Time) -> MarkerArray:
+    """Object body → 4×4 pose as cube markers (ns = the body's name): rviz draws the sim's objects,
+    and the scripted backend reads the privileged poses back with `markers_to_object_poses`."""
+    markers = MarkerArray()
+    for body, pose in poses.items():
+        marker = Marker(ns=body, id=0, type=Marker.CUBE, action=Marker.ADD)
+        marker.header.frame_id, marker.header.stamp = frame_id, stamp
+        marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = (float(v) for v in pose[:3, 3])
+        x, y, z, w = Rotation.from_matrix(pose[:3, :3]).as_quat()
+        marker.pose.orientation.x, marker.pose.orientation.y = float(x), float(y)
+        marker.pose.orientation.z, marker.pose.orientation.w = float(z), float(w)
+        marker.scale.x, marker.scale.y, marker.scale.z = (float(v) for v in sizes[body])
+        marker.color.r, marker.color.g, marker.color.b, marker.color.a = 0.9, 0.5, 0.1, 0.8
+        markers.markers.append(marker)
+    return markers
+
+
+def markers_to_object_poses(msg: MarkerArray) -> dict[str, np.ndarray]:
+    """The inverse of `object_poses_to_markers`; ValueError on a non-finite or zero quaternion."""
+    poses = {}
+    for marker in msg.markers:
+        q = marker.pose.orientation
+        quaternion = np.array([q.x, q.y, q.z, q.w])
+        position = np.array([marker.pose.position.x, marker.pose.position.y, marker.pose.position.z])
+        if not (np.all(np.isfinite(quaternion)) and np.all(np.isfinite(position))) or np.linalg.norm(quaternion) < 1e-6:
+            raise ValueError(f"object {marker.ns!r}: pose is not finite or has a zero quaternion")
+        pose = np.eye(4)
+        pose[:3, :3], pose[:3, 3] = Rotation.from_quat(quaternion).as_matrix(), position
+        poses[marker.ns] = pose
+    return poses

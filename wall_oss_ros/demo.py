@@ -1,18 +1,22 @@
-"""`wall-oss demo`: the whole graph on the simulated bimanual arm, recorded and summarized.
+"""`wall-oss demo`: the whole graph doing a task on the simulated ALOHA robot, recorded and summarized.
 
-Launches launch/sim.launch.yaml through the launch runner (simulated arm + policy + chunk executor +
-safety supervisor), publishes the instruction (transient local, so late joiners get it), records the
-run to an MCAP bag in runs/<timestamp>/ while showing one updating progress line, then prints what
-happened: chunks received, the command rate the controllers saw (mean and p99 period), safety
-events, how far the arms moved, and where the bag and the node logs are.
+Launches launch/sim.launch.yaml through the launch runner on config/aloha.yaml (MuJoCo physics + cameras,
+policy, chunk executor, safety supervisor), publishes the task's instruction (transient local, so late
+joiners get it), records the run to an MCAP bag in runs/<timestamp>/ while showing one updating
+progress line, then writes a video of the face camera (`video.mp4`) and plots of the run (joint
+positions and task progress over time, `plots/run.png`) there and prints what happened: the task
+progress the sim scored, chunks received, the command rate the controllers saw (mean and p99 period),
+safety events, how far the arms moved, and where the bag, video, plots and node logs are.
 
-Policy: with --checkpoint DIR the Wall-OSS backend runs that checkpoint. Without it, the Wall-OSS
-backend runs the built-in checkpoint: an UNTRAINED model with random weights written by the checkpoint
-generator into the run directory, so the whole model path (preprocessing, prefix-cached flow
-sampling, EE actions → IK) runs with nothing but this repository; its motions are meaningless, and
-the safety supervisor keeps them within limits. --scripted replays a scripted reach-and-grasp
-demonstration instead (`wall_oss_core.sim.demo_trajectory`, the policy's scripted backend). Exit status 1 when the graph misbehaves: a node died, no
-chunk or no controller command arrived, or the graph did not come up in time.
+Policy (the first line of the output says which drives): by default the scripted expert
+(`--scripted`, the policy node's `scripted` backend: plans from the sim's privileged object poses),
+since no trained built-in checkpoint exists yet; `--checkpoint DIR` runs a Wall-OSS checkpoint;
+`--untrained` runs an UNTRAINED model with random weights written by the checkpoint generator into
+the run directory, so the whole model path (preprocessing, prefix-cached flow sampling, EE actions →
+IK) runs with nothing but this repository; its motions are meaningless, and the safety supervisor keeps
+them within limits. The run ends a moment after the task succeeds, or after --duration seconds. Exit
+status 1 when the graph misbehaves: a node died, no chunk or no controller command arrived, or the
+graph did not come up in time.
 """
 from __future__ import annotations
 
@@ -26,12 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
+from wall_oss_core.evaluation.closed_loop import EpisodeMonitor, frame_rate, write_run_plot, write_video
 from wall_oss_core.paths import share_file
-from wall_oss_core.robot.config import RobotConfig, default_config_path, load_robot_config
+from wall_oss_core.policy.images import ImageError, compressed_msg_to_rgb
+from wall_oss_core.robot.config import RobotConfig, load_robot_config
+from wall_oss_core.topics import SIM_OBJECT_POSES, SIM_TASK_PROGRESS, SIM_TASK_STAGE
 from wall_oss_ros.launch_runner import LaunchError, LaunchRunner, parse_assignments, plan_launch, resolve_launch_file
 
+ALOHA_CONFIG = "config/aloha.yaml"
 STATE_NAMES = {0: "OK", 1: "LIMITING", 2: "HOLD", 3: "ESTOP", 4: "FAULT"}
 QUIET_STATES = ("OK", "LIMITING")  # states that are not a safety event
+MAX_VIDEO_FRAMES = 1200  # two minutes at 10 Hz; a longer run's video stops there
+SUCCESS_LINGER = 1.5  # [s] the run goes on this long after the task succeeded (the video shows the result)
 JOINT_STATE_SAMPLING = 10  # one joint state in this many is decoded for the arm-motion statistic
 
 
@@ -48,6 +58,9 @@ class DemoStats:
     start_positions: np.ndarray | None = None
     max_excursion: float = 0.0  # largest joint distance from the start [rad or m]
     joint_state_count: int = 0  # decoded (sampled) joint states
+    joint_samples: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (receive time, positions)
+    frames: list[np.ndarray] = field(default_factory=list)  # face camera, from the first chunk on
+    frame_times: list[float] = field(default_factory=list)
 
     def command_rate(self, window: float | None = None) -> float:
         times = self.command_times
@@ -65,13 +78,18 @@ class _Observer:
     """Turns raw recorded messages into DemoStats; deserializes only the few topics it reads."""
 
     def __init__(self, stats: DemoStats, topics: dict[str, str], command_topic: str, joint_names: tuple[str, ...],
-                 clock_origin: float):
+                 clock_origin: float, monitor: EpisodeMonitor | None):
         from rclpy.serialization import deserialize_message
-        from sensor_msgs.msg import JointState
+        from sensor_msgs.msg import CompressedImage, JointState
+        from std_msgs.msg import String
         from wall_oss.msg import ActionChunk, SafetyStatus
 
         self._deserialize = deserialize_message
-        self._types = {topics["chunk"]: ActionChunk, topics["safety"]: SafetyStatus, topics["joints"]: JointState}
+        self._types = {topics["chunk"]: ActionChunk, topics["safety"]: SafetyStatus, topics["joints"]: JointState,
+                       topics["face_view"]: CompressedImage}
+        if "task_stage" in topics:
+            self._types[topics["task_stage"]] = String
+        self.monitor = monitor
         self._topics = topics
         self._command_topic = command_topic
         self._joint_names = joint_names
@@ -92,9 +110,22 @@ class _Observer:
             self._joint_messages += 1
             if self._joint_messages % JOINT_STATE_SAMPLING:  # the excursion needs no more; spare the CPU
                 return
+        if topic == self._topics["face_view"] and (not stats.chunk_ids or len(stats.frames) >= MAX_VIDEO_FRAMES):
+            return  # the video shows the run from its first chunk; the JPEG is decoded only when kept
         message = self._deserialize(raw, message_type)
         if topic == self._topics["chunk"]:
             stats.chunk_ids.append(int(message.chunk_id))
+            if self.monitor is not None:
+                self.monitor.on_chunk(message.inference_latency, t)
+        elif topic == self._topics["face_view"]:
+            try:
+                stats.frames.append(compressed_msg_to_rgb(message))
+            except ImageError:
+                return
+            stats.frame_times.append(t)
+        elif topic == self._topics.get("task_stage"):
+            if self.monitor is not None:
+                self.monitor.on_stage(message.data, t)
         elif topic == self._topics["safety"]:
             state = STATE_NAMES.get(message.state, message.state_name or str(message.state))
             if state != stats.safety_state and state not in QUIET_STATES:
@@ -110,6 +141,8 @@ class _Observer:
                 stats.start_positions = positions
             stats.max_excursion = max(stats.max_excursion, float(np.max(np.abs(positions - stats.start_positions))))
             stats.joint_state_count += 1
+            if stats.chunk_ids:
+                stats.joint_samples.append((t, positions))
 
 
 def _run_directory(root: Path) -> Path:
@@ -133,13 +166,22 @@ def record_topics(robot: RobotConfig, namespace: str) -> dict[str, str]:
         topics[arm.gripper_controller] = f"/{arm.gripper_controller}/{suffix}"
     for camera in robot.cameras:
         topics[camera.name] = f"{camera.topic}/compressed"
+    if robot.simulator == "aloha_mujoco":
+        topics.update(task_stage=SIM_TASK_STAGE, task_progress=SIM_TASK_PROGRESS, object_poses=SIM_OBJECT_POSES)
     return topics
 
 
 def _format_summary(stats: DemoStats, *, duration: float, policy: str, command_topic: str, bag: Path,
-                    counts: dict[str, int], logs: Path, problems: list[str]) -> str:
+                    counts: dict[str, int], logs: Path, problems: list[str], monitor: EpisodeMonitor | None = None,
+                    outputs: list[Path] = ()) -> str:
     periods = stats.command_periods_ms()
     lines = [f"wall_oss demo summary: {duration:.1f} s on the simulated arm, policy: {policy}"]
+    if monitor is not None:
+        reached = ", ".join(f"{name} ({credit:.0f})" for name, credit in monitor.reached.items()) or "none"
+        success = (f"succeeded after {monitor.success_time - monitor.started:.1f} s"
+                   if monitor.success_time is not None and monitor.started is not None else "not done")
+        lines.append(f"  task progress          : {monitor.progress:.0f} / 100 on {monitor.task} ({success}); "
+                     f"stages reached: {reached}")
     ids = stats.chunk_ids
     gaps = sum(max(0, b - a - 1) for a, b in itertools.pairwise(ids))
     lines.append(f"  action chunks received : {len(ids)}" + (
@@ -161,6 +203,8 @@ def _format_summary(stats: DemoStats, *, duration: float, policy: str, command_t
     size = sum(f.stat().st_size for f in bag.rglob("*") if f.is_file()) if bag.exists() else 0
     lines.append(f"  bag                    : {bag} (mcap, {len(counts)} topics, {sum(counts.values())} messages, "
                  f"{size / 1e6:.1f} MB)")
+    for output in outputs:
+        lines.append(f"  {'video' if output.suffix == '.mp4' else 'plot':<23}: {output}")
     lines.append(f"  node logs              : {logs}")
     lines.append("  result                 : " + ("FAILED: " + "; ".join(problems) if problems else "ok"))
     return "\n".join(lines)
@@ -189,17 +233,27 @@ class _Progress:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="run the full graph on the simulated bimanual arm and summarize")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds to run once the graph is up (default 30)")
+    parser = subparsers.add_parser("demo", help="the full graph does a task on the simulated ALOHA robot")
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="seconds to run after the first chunk at most; the run ends earlier once the task "
+                             "succeeded (default 20)")
     policy = parser.add_mutually_exclusive_group()
-    policy.add_argument("--checkpoint", type=Path, help="Wall-OSS checkpoint directory (default: the built-in untrained "
-                                                        "checkpoint, generated into the run directory)")
     policy.add_argument("--scripted", action="store_true",
-                        help="replay a scripted reach-and-grasp demonstration instead of running a model")
+                        help="the scripted expert (the default until a trained built-in checkpoint exists)")
+    policy.add_argument("--checkpoint", type=Path, help="Wall-OSS checkpoint directory")
+    policy.add_argument("--untrained", action="store_true",
+                        help="the built-in UNTRAINED Wall-OSS checkpoint (random weights, generated into the run "
+                             "directory): the model path runs, its motions are noise")
+    parser.add_argument("--task", default="transfer_cube", help="task of config/tasks.yaml (default transfer_cube)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the scene's object placement")
+    parser.add_argument("--real-time-factor", type=float, default=1.0,
+                        help="simulated seconds per wall second (the graph runs on the sim's /clock); lower it on a "
+                             "machine that cannot keep up")
     parser.add_argument("--builtin-size", choices=("tiny", "small"), default="tiny",
                         help="size of the built-in checkpoint (default tiny: fits a 2-core CPU next to the graph)")
-    parser.add_argument("--instruction", help="instruction to publish (default: the demonstration's task)")
-    parser.add_argument("--rate-hz", type=float, default=200.0, help="controller command rate [Hz] (default 200)")
+    parser.add_argument("--instruction", help="instruction to publish (default: the task's first phrasing)")
+    parser.add_argument("--rate-hz", type=float, default=100.0,
+                        help="controller command rate [Hz] (default 100: what a 2-core CPU holds next to MuJoCo)")
     parser.add_argument("--output", type=Path, default=Path("runs"), help="runs are written to OUTPUT/<timestamp>/")
     parser.add_argument("--startup-timeout", type=float, default=120.0,
                         help="seconds the graph may take to come up (model loading included)")
@@ -226,37 +280,53 @@ class _Demo:
             raise ValueError(f"--checkpoint {args.checkpoint} is not a directory")
         self.args = args
         self.extra = parse_assignments(args.launch_arguments)
-        self.robot = load_robot_config(self.extra.get("robot_config") or default_config_path())
+        self.extra.setdefault("robot_config", str(share_file(ALOHA_CONFIG)))
+        self.robot = load_robot_config(self.extra["robot_config"])
+        self.task = None
+        if self.robot.simulator == "aloha_mujoco":
+            from wall_oss_core.sim.tasks import load_tasks
+
+            tasks = load_tasks()
+            if args.task not in tasks.tasks:
+                raise ValueError(f"unknown --task {args.task!r}; tasks are {sorted(tasks.tasks)}")
+            self.task = tasks[args.task]
+        elif not (args.checkpoint or args.untrained):
+            raise ValueError(f"the scripted expert needs a MuJoCo robot (config/aloha.yaml); {self.robot.source} is "
+                             "simulated kinematically: pass --checkpoint DIR or --untrained")
         self.namespace = self.extra.get("namespace", "wall_oss")
 
     def _prepare(self, run_dir: Path) -> tuple[dict[str, str], str, str]:
         """Launch arguments, a description of the policy, and the instruction to publish."""
-        from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION
-
-        arguments = {"rate_hz": f"{self.args.rate_hz:.1f}", "publish_compressed_images": "true"}
-        instruction = self.args.instruction or DEMO_INSTRUCTION
-        if self.args.scripted:
-            arguments.update(backend="scripted")
-            policy = "the scripted reach-and-grasp demonstration (backend scripted)"
-        elif self.args.checkpoint is not None:
+        # Sized for a 2-core CPU shared with the whole graph: 224×224 cameras at 10 Hz (the video shows the face one)
+        # and the graph on the sim's clock, so a starved sim stops time for every node instead of lagging
+        # behind the commands (wall_oss_core.sim.clock)
+        arguments = {"rate_hz": f"{self.args.rate_hz:.1f}", "publish_compressed_images": "true",
+                     "image_width": "224", "image_height": "224", "camera_rate_hz": "10.0",
+                     "use_sim_time": "true", "real_time_factor": f"{self.args.real_time_factor:.3f}"}
+        if self.task is not None:
+            arguments.update(scene=self.task.scene, seed=str(self.args.seed), task=self.task.name)
+        instruction = self.args.instruction or (self.task.instructions[0] if self.task else "pick up the cube")
+        if self.args.checkpoint is not None:
             arguments.update(backend="wall_oss", checkpoint=str(self.args.checkpoint.resolve()))
             policy = f"Wall-OSS checkpoint {self.args.checkpoint}"
-        else:
+        elif self.args.untrained:
             from wall_oss_core.model.checkpoint_generator import generate_checkpoint
 
             checkpoint = run_dir / "builtin_checkpoint"
             generate_checkpoint(checkpoint, size=self.args.builtin_size, generation="wall_oss_05", seed=0)
-            # Sized for a 2-core CPU shared with the whole graph: one torch thread, light cameras, and
-            # chunks spanning 3.2 s (32 actions, 0.1 s apart) so a chunk that took a second or two to
-            # compute still has actions ahead of it. An untrained model's actions are noise that jumps
-            # faster than the joints may move: the executor lets such chunks through (max_speed_factor)
-            # so the safety supervisor's limiting is what keeps the arm smooth. All can be overridden
-            # with name:=value.
+            # One torch thread and chunks spanning 3.2 s (32 actions, 0.1 s apart) so a chunk that took a
+            # second or two to compute still has actions ahead of it. An untrained model's actions are
+            # noise that jumps faster than the joints may move: the executor lets such chunks through
+            # (max_speed_factor) so the safety supervisor's limiting is what keeps the arm smooth. All
+            # can be overridden with name:=value.
             arguments.update(backend="wall_oss", checkpoint=str(checkpoint), policy_threads="1", action_dt="0.1",
-                             max_chunk_age="3.0", max_speed_factor="100.0", image_width="320", image_height="240",
-                             camera_rate_hz="10.0")
+                             max_chunk_age="3.0", max_speed_factor="100.0")
             policy = (f"built-in UNTRAINED Wall-OSS-0.5 checkpoint ({self.args.builtin_size}, random weights; "
                       f"pass --checkpoint DIR for a real one)")
+        else:
+            arguments.update(backend="scripted")
+            policy = ("scripted expert (plans from the sim's privileged object poses; no trained built-in "
+                      "checkpoint exists yet: --checkpoint DIR runs a model)")
         arguments.update(self.extra)
         return arguments, policy, instruction
 
@@ -264,9 +334,12 @@ class _Demo:
         os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_file("config/fastdds.xml")))
         run_dir = _run_directory(self.args.output)
         arguments, policy, instruction = self._prepare(run_dir)
+        self._arguments = arguments
         plan = plan_launch(resolve_launch_file(self.args.launch_file), arguments)
-        print(f"[demo] run directory {run_dir}")
         print(f"[demo] policy: {policy}")
+        if self.task is not None:
+            print(f"[demo] task {self.task.name} (seed {self.args.seed}) on {self.robot.source.name}: {instruction!r}")
+        print(f"[demo] run directory {run_dir}")
         for note in plan.skipped:
             print(f"[demo] {note}")
         logs = run_dir / "logs"
@@ -277,6 +350,22 @@ class _Demo:
             return self._observe(runner, run_dir, policy, instruction, logs)
         finally:
             runner.stop()
+
+    def _write_video_and_plots(self, run_dir: Path, stats: DemoStats, monitor: EpisodeMonitor | None,
+                               policy: str) -> list[Path]:
+        """video.mp4 of the face camera and plots/run.png (joints, task progress) of the run."""
+        written = []
+        if stats.frames:
+            fps = frame_rate(stats.frame_times, float(self._arguments.get("camera_rate_hz", 10.0)))
+            written.append(write_video(stats.frames, run_dir / "video.mp4", fps=fps))
+        if stats.joint_samples:
+            origin = monitor.started if monitor is not None and monitor.started is not None else stats.joint_samples[0][0]
+            times = [t - origin for t, _ in stats.joint_samples]
+            stages = [(t - origin, name, credit) for t, name, credit in monitor.stage_log] if monitor else []
+            title = f"{self.task.name if self.task else 'demo'}: {policy.split(' (')[0]}"
+            written.append(write_run_plot(times, np.array([p for _, p in stats.joint_samples]),
+                                          self.robot.command_joints, stages, run_dir / "plots" / "run.png", title))
+        return written
 
     def _observe(self, runner: LaunchRunner, run_dir: Path, policy: str, instruction: str, logs: Path) -> int:
         import rclpy
@@ -302,7 +391,11 @@ class _Demo:
         instruction_pub = node.create_publisher(String, topics["instruction"], latched)
         command_topic = topics[self.robot.arms[0].controller]
         stats = DemoStats()
-        observer = _Observer(stats, topics, command_topic, self.robot.command_joints, time.time())
+        task = self.task
+        monitor = (EpisodeMonitor(task.name, self.args.seed, instruction, {s.name: s.progress for s in task.stages},
+                                  task.success, timeout=self.args.duration, linger=SUCCESS_LINGER)
+                   if task is not None else None)
+        observer = _Observer(stats, topics, command_topic, self.robot.command_joints, time.time(), monitor)
         bag = run_dir / "bag"
         recorder = BagRecorder(node, bag, list(topics.values()), on_message=observer)
         node.create_timer(0.5, recorder.discover)
@@ -342,10 +435,12 @@ class _Demo:
                                    else "no action chunk yet (the policy may be loading its model)"))
                 continue
             elapsed = now - running_since
-            progress.show(f"[demo] {elapsed:5.1f}/{self.args.duration:g} s | chunks {len(stats.chunk_ids)} | "
+            task_text = f"task progress {monitor.progress:3.0f} | " if monitor is not None else ""
+            progress.show(f"[demo] {elapsed:5.1f}/{self.args.duration:g} s | {task_text}chunks {len(stats.chunk_ids)} | "
                           f"commands {stats.command_rate(window=2.0):6.1f} Hz | safety {stats.safety_state} | "
                           f"max excursion {stats.max_excursion:.2f}")
-            if elapsed >= self.args.duration:
+            if elapsed >= self.args.duration or (monitor is not None and monitor.success_time is not None
+                                                 and monitor.finished(time.time())):
                 break
         interrupted = stop.is_set()
         if interrupted:
@@ -361,8 +456,10 @@ class _Demo:
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
+        outputs = self._write_video_and_plots(run_dir, stats, monitor, policy)
         print(_format_summary(stats, duration=duration, policy=policy, command_topic=command_topic, bag=path,
-                              counts=dict(recorder.counts), logs=logs, problems=problems))
+                              counts=dict(recorder.counts), logs=logs, problems=problems, monitor=monitor,
+                              outputs=outputs))
         if interrupted:
             return 130
         return 1 if problems else 0

@@ -18,24 +18,29 @@ from dataclasses import dataclass
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
 from wall_oss.msg import ActionChunk
 
 from wall_oss_core.backends.replay import ALIGNMENTS, ReplayPolicy, replay_policy_from_path
 from wall_oss_core.policy.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
 from wall_oss_core.policy.instruction import InstructionError, validate_instruction
-from wall_oss_core.policy.interface import Observation, Policy, PolicyError
+from wall_oss_core.policy.interface import DelayedPolicy, Observation, Policy, PolicyError
 from wall_oss_core.policy.observation import AssemblyLimits, InputRejected, ObservationAssembler, Unavailable
 from wall_oss_core.robot.config import RobotConfig, default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.demo_trajectory import DemoTrajectory
-from wall_oss_ros.conversions import chunk_to_msg, stamp_to_seconds
+from wall_oss_core.topics import SIM_OBJECT_POSES
+from wall_oss_ros.conversions import chunk_to_msg, markers_to_object_poses, stamp_to_seconds
 from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node, subscribe_instructions
 
-BACKENDS = ("scripted", "replay", "wall_oss")
+# scripted: the sim's expert (MuJoCo robots, privileged object poses); demonstration: a built-in
+# reach-and-grasp demonstration replayed (any robot, open loop); replay: recorded chunks; wall_oss: a checkpoint
+BACKENDS = ("scripted", "demonstration", "replay", "wall_oss")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 DTYPES = ("float32", "bfloat16", "float16")
 CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -65,6 +70,8 @@ class PolicyNodeParams:
     joint_state_max_age: float = 0.2
     max_clock_skew: float = 0.05
     min_inference_period: float = 0.1
+    inference_delay: float = 0.0
+    object_poses_topic: str = SIM_OBJECT_POSES
     max_instruction_length: int = 512
     diagnostics_period: float = 1.0
 
@@ -94,6 +101,9 @@ _DESCRIPTIONS = {
                        FloatingPointRange(from_value=0.0, to_value=10.0)),
     "min_inference_period": ("at least this long [s] between inferences (caps the chunk rate of fast backends)",
                              FloatingPointRange(from_value=0.0, to_value=60.0)),
+    "inference_delay": ("extra seconds every inference takes (how the graph copes with a slow model)",
+                        FloatingPointRange(from_value=0.0, to_value=60.0)),
+    "object_poses_topic": ("scripted backend: the sim's privileged object poses (MarkerArray)", None),
     "max_instruction_length": ("longer instructions are rejected [characters]", IntegerRange(from_value=1, to_value=100000)),
     "diagnostics_period": ("period of /diagnostics [s]", FloatingPointRange(from_value=0.05, to_value=60.0)),
 }
@@ -115,14 +125,26 @@ def declare_params(node: Node) -> PolicyNodeParams:
     return params
 
 
-def make_policy(params: PolicyNodeParams, robot: RobotConfig) -> Policy:
-    """The configured backend. The model backend is imported only when chosen (it pulls in torch)."""
-    if params.backend == "scripted":
-        # The scripted reach-and-grasp demonstration, replayed: the graph moves with nothing configured.
+def make_policy(params: PolicyNodeParams, robot: RobotConfig, sleep=None) -> Policy:
+    """The configured backend, slowed by `inference_delay` when asked (`sleep`: how to wait, e.g. on the
+    node's clock, so the delay is in simulated time on use_sim_time). The model backend is imported only
+    when chosen (it pulls in torch), the scripted expert likewise (MuJoCo)."""
+    policy = _make_backend(params, robot)
+    return DelayedPolicy(policy, params.inference_delay, sleep=sleep) if params.inference_delay > 0 else policy
+
+
+def _make_backend(params: PolicyNodeParams, robot: RobotConfig) -> Policy:
+    if params.backend == "demonstration":
+        # The scripted reach-and-grasp demonstration, replayed open loop: moves any robot with nothing configured.
         return ReplayPolicy(DemoTrajectory(BimanualKinematics(robot)).recording(), loop=params.replay_loop)
     if params.backend == "replay":
         return replay_policy_from_path(params.replay_source, topic=params.replay_topic or None,
                                        alignment=params.replay_alignment, loop=params.replay_loop)
+    if params.backend == "scripted":
+        from wall_oss_core.sim.expert import ObjectPoseFeed, ScriptedExpert
+        from wall_oss_core.sim.tasks import load_tasks
+
+        return ScriptedExpert(BimanualKinematics(robot), load_tasks(), ObjectPoseFeed())
     from wall_oss_core.backends.wall_oss import WallOssPolicy, WallOssPolicyConfig
 
     robot_cameras = tuple(camera.name for camera in robot.cameras)
@@ -166,7 +188,7 @@ class PolicyNode(Node):
             AssemblyLimits(camera_max_age=self.params.camera_max_age,
                            joint_state_max_age=self.params.joint_state_max_age,
                            max_clock_skew=self.params.max_clock_skew))
-        self.policy = make_policy(self.params, self.robot)
+        self.policy = make_policy(self.params, self.robot, sleep=self._sleep_on_clock)
         if self.policy.action_space != self.robot.action_space:
             self.get_logger().warning(f"backend speaks {self.policy.action_space}, the robot config selects "
                                       f"{self.robot.action_space}; the executor follows each chunk's action space")
@@ -189,6 +211,10 @@ class PolicyNode(Node):
                                          qos_profile_sensor_data)
         self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
         subscribe_instructions(self, self._on_instruction)
+        backend = getattr(self.policy, "policy", self.policy)  # under a DelayedPolicy
+        self._object_feed = getattr(backend, "object_poses", None) if self.params.backend == "scripted" else None
+        if self._object_feed is not None:
+            self.create_subscription(MarkerArray, self.params.object_poses_topic, self._on_object_poses, 10)
         self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
 
         self._worker = threading.Thread(target=self._worker_loop, name="policy_inference", daemon=True)
@@ -223,6 +249,16 @@ class PolicyNode(Node):
             self._reject(f"joint_state.{error.reason}", str(error))
             return
         self._wake.set()
+
+    def _sleep_on_clock(self, seconds: float) -> None:
+        """Waits `seconds` of the node's time (simulated on use_sim_time); returns early when the node stops."""
+        self.get_clock().sleep_for(Duration(seconds=seconds), context=self.context)
+
+    def _on_object_poses(self, msg: MarkerArray) -> None:
+        try:
+            self._object_feed.update(markers_to_object_poses(msg))
+        except ValueError as error:
+            self._reject("object_poses", str(error))
 
     def _on_instruction(self, msg: String) -> None:
         try:

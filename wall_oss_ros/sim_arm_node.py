@@ -7,7 +7,12 @@ selects), integrates the joints with `wall_oss_core.sim.kinematic_arm.ArmDynamic
 takes ~10 ms a camera in Python and, in a thread, would delay the physics timer through the GIL).
 A robot config with `sim: {backend: aloha_mujoco}` (config/aloha.yaml) is simulated in MuJoCo instead
 (`wall_oss_core.sim.aloha`: physics with contacts, objects placed from the `seed` parameter, the
-MJCF's cameras); the node's topics and behaviour stay the same.
+MJCF's cameras); the node's topics and behaviour stay the same, and it adds the scene's privileged
+outputs: the object poses (`/wall_oss/sim/object_poses`, MarkerArray: rviz draws them, the scripted
+expert plans from them) and the task progress of the task the instruction names (or the `task`
+parameter), scored after every physics tick (`wall_oss_core.sim.tasks.TaskScorer`) and published,
+latched, when a stage first holds: `/wall_oss/sim/task_progress` (Float64, 0–100) and
+`/wall_oss/sim/task_stage` (String `<task>/<stage>`; `<task>/started` when a task is selected).
 Malformed commands are rejected, counted and logged.
 """
 from __future__ import annotations
@@ -19,14 +24,19 @@ from dataclasses import dataclass
 
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
+from rclpy.clock import Clock as RosClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import MarkerArray
 
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
+from wall_oss_core.sim.clock import SimulatedClock
 from wall_oss_core.sim.kinematic_arm import (
     ArmDynamics,
     ArmDynamicsConfig,
@@ -34,8 +44,9 @@ from wall_oss_core.sim.kinematic_arm import (
     CameraSettings,
     TrajectoryTarget,
 )
-from wall_oss_ros.conversions import stamp_to_seconds
-from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node
+from wall_oss_core.topics import INSTRUCTION, SIM_OBJECT_POSES, SIM_TASK_PROGRESS, SIM_TASK_STAGE, qualified
+from wall_oss_ros.conversions import object_poses_to_markers, seconds_to_stamp, stamp_to_seconds
+from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node, subscribe_instructions
 
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 MAX_STEP = 0.05  # [s] a stalled process integrates at most this much at once instead of jumping
@@ -60,6 +71,11 @@ class SimArmParams:
     initial_positions: tuple[float, ...] = ()
     scene: str = ""
     seed: int = 0
+    task: str = ""
+    instruction_topic: str = qualified(INSTRUCTION)
+    object_pose_rate_hz: float = 20.0
+    publish_clock: bool = False
+    real_time_factor: float = 1.0
 
 
 _DESCRIPTIONS = {
@@ -79,6 +95,15 @@ _DESCRIPTIONS = {
     "initial_positions": ("start positions of the command joints; empty = the config's home pose", None),
     "scene": ("MuJoCo robots: the scene (transfer_cube, insertion, two_cubes); empty = the robot config's", None),
     "seed": ("MuJoCo robots: seed of the object placement", IntegerRange(from_value=0, to_value=2**31 - 1)),
+    "task": ("MuJoCo robots: task scored from the start (config/tasks.yaml); empty = none until an instruction "
+             "names one", None),
+    "instruction_topic": ("MuJoCo robots: instructions select the scored task", None),
+    "publish_clock": ("be the graph's clock: publish /clock in simulated time and stamp everything with it "
+                      "(run the other nodes with use_sim_time:=true)", None),
+    "real_time_factor": ("with publish_clock: simulated seconds per wall second (below 1 when the machine cannot "
+                         "run the graph in real time)", FloatingPointRange(from_value=0.05, to_value=10.0)),
+    "object_pose_rate_hz": ("MuJoCo robots: rate of the privileged object poses [Hz]",
+                            FloatingPointRange(from_value=1.0, to_value=500.0)),
 }
 
 
@@ -94,11 +119,16 @@ class SimArmNode(Node):
         if initial.shape != (len(self.robot.command_joints),) or not np.all(np.isfinite(initial)):
             raise ValueError(f"initial_positions needs {len(self.robot.command_joints)} finite values "
                              f"({', '.join(self.robot.command_joints)}), got {list(self.params.initial_positions)}")
+        self.scorer = None  # task progress: MuJoCo scenes only
         if self.robot.simulator == "aloha_mujoco":
             from wall_oss_core.sim.aloha import AlohaArmDynamics, AlohaSim
+            from wall_oss_core.sim.tasks import TaskScorer, load_tasks
 
             scene = AlohaSim(self.robot, self.params.scene or self.robot.sim_scene, seed=self.params.seed)
             self.dynamics = AlohaArmDynamics(scene, initial)
+            self.scorer = TaskScorer(load_tasks(), scene)
+            if self.params.task:
+                self.scorer.select_task(self.params.task)
         else:
             self.dynamics = ArmDynamics.for_robot(
                 self.kinematics, initial,
@@ -123,8 +153,16 @@ class SimArmNode(Node):
                 self.create_subscription(JointTrajectory, f"/{controller}/joint_trajectory",
                                          lambda msg, c=controller: self._on_trajectory(c, msg), COMMAND_QOS)
 
+        if self.scorer is not None:
+            self._start_scoring()
         self._last_step = time.monotonic()
-        self.create_timer(1.0 / self.params.physics_rate_hz, self._on_physics_tick)
+        self._sim_clock = None
+        if self.params.publish_clock:
+            self._sim_clock = SimulatedClock(time.time(), self.params.real_time_factor, MAX_STEP)
+            self._clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=1,
+                                                                                reliability=ReliabilityPolicy.RELIABLE))
+        # a wall-clock timer: the sim drives time (with publish_clock) and must not wait for it
+        self.create_timer(1.0 / self.params.physics_rate_hz, self._on_physics_tick, clock=RosClock(clock_type=ClockType.STEADY_TIME))
         if self.params.camera_rate_hz > 0 and (self.params.publish_raw_images or self.params.publish_compressed_images):
             self._start_cameras()
         self.get_logger().info(
@@ -172,8 +210,7 @@ class SimArmNode(Node):
         times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
         positions = np.array([np.asarray(p.positions, dtype=float)[order] for p in msg.points])
         stamp = stamp_to_seconds(msg.header.stamp)
-        now = self.get_clock().now().nanoseconds * 1e-9
-        start = stamp if stamp > 0 else now
+        start = stamp if stamp > 0 else self.now()
         with self._lock:
             try:
                 trajectory = TrajectoryTarget(start, self.dynamics.positions[indices], times, positions)
@@ -183,24 +220,79 @@ class SimArmNode(Node):
             self._trajectories[controller] = (indices, trajectory)
         self.accepted_commands += 1
 
+    def now(self) -> float:
+        """The graph's time [s]: the simulated clock when this node publishes /clock, else the node's clock."""
+        if self._sim_clock is not None:
+            return self._sim_clock.now
+        return self.get_clock().now().nanoseconds * 1e-9
+
     def _on_physics_tick(self) -> None:
         now_monotonic = time.monotonic()
-        dt = min(now_monotonic - self._last_step, MAX_STEP)
+        wall_dt = now_monotonic - self._last_step
         self._last_step = now_monotonic
-        stamp = self.get_clock().now()
         with self._lock:
-            t = stamp.nanoseconds * 1e-9
+            dt = self._sim_clock.advance(wall_dt) if self._sim_clock is not None else min(wall_dt, MAX_STEP)
+            t = self.now()
             for indices, trajectory in self._trajectories.values():
                 self.dynamics.set_targets(indices, trajectory.sample(t))
             self.dynamics.step(dt)
             positions = self.dynamics.positions[self._state_order]
             velocities = self.dynamics.velocities[self._state_order]
+            reached = self.scorer.update() if self.scorer is not None else []
+            task = self.scorer.task if reached else None
+        stamp = seconds_to_stamp(t)
+        if self._sim_clock is not None:
+            self._clock_pub.publish(Clock(clock=stamp))
         msg = JointState()
-        msg.header.stamp = stamp.to_msg()
+        msg.header.stamp = stamp
         msg.name = self._state_names
         msg.position = positions.tolist()
         msg.velocity = velocities.tolist()
         self._joint_state_pub.publish(msg)
+        for stage in reached:
+            self._publish_stage(task.name, stage.name)
+        if reached:
+            self._progress_pub.publish(Float64(data=float(self.scorer.tracker.progress)))
+
+    # ---------------------------------------------------------------------------------------------
+    # task progress and privileged object poses (MuJoCo scenes)
+
+    def _start_scoring(self) -> None:
+        latched = QoSProfile(depth=16, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._progress_pub = self.create_publisher(Float64, SIM_TASK_PROGRESS, latched)
+        self._stage_pub = self.create_publisher(String, SIM_TASK_STAGE, latched)
+        self._objects_pub = self.create_publisher(MarkerArray, SIM_OBJECT_POSES, 10)
+        self._object_sizes = self.dynamics.sim.object_sizes()
+        subscribe_instructions(self, self._on_instruction, self.params.instruction_topic)
+        self.create_timer(1.0 / self.params.object_pose_rate_hz, self._publish_object_poses)
+        if self.scorer.task is not None:
+            self._announce_task()
+
+    def _announce_task(self) -> None:
+        """A newly scored task starts at 0 (latched, so late subscribers see which task is scored)."""
+        self._publish_stage(self.scorer.task.name, "started")
+        self._progress_pub.publish(Float64(data=0.0))
+        self.get_logger().info(f"scoring task {self.scorer.task.name}")
+
+    def _publish_stage(self, task: str, stage: str) -> None:
+        self._stage_pub.publish(String(data=f"{task}/{stage}"))
+
+    def _on_instruction(self, msg: String) -> None:
+        with self._lock:
+            previous = self.scorer.task
+            task = self.scorer.select(msg.data)
+        if task is None:
+            self.get_logger().warning(f"instruction {msg.data!r} names no task of scene {self.dynamics.sim.scene!r}; "
+                                      "no task progress is scored")
+        elif task is not previous:
+            self._announce_task()
+
+    def _publish_object_poses(self) -> None:
+        with self._lock:
+            poses = self.dynamics.sim.object_poses()
+        self._objects_pub.publish(object_poses_to_markers(poses, self._object_sizes, self.robot.base_frame,
+                                                          seconds_to_stamp(self.now())))
 
     # ---------------------------------------------------------------------------------------------
     # cameras
@@ -223,12 +315,13 @@ class SimArmNode(Node):
 
     def _camera_loop(self) -> None:
         """Asks the camera process for frames at the camera rate and publishes them."""
-        period = 1.0 / self.params.camera_rate_hz
+        rate = self.params.camera_rate_hz * (self.params.real_time_factor if self._sim_clock is not None else 1.0)
+        period = 1.0 / rate  # wall time: the camera rate is in simulated time
         next_time = time.monotonic()
         while not self._stop.is_set() and self.context.ok():
             with self._lock:
                 state = self.dynamics.render_state()
-            stamp = self.get_clock().now().to_msg()
+                stamp = seconds_to_stamp(self.now())
             try:
                 frames = self._cameras.render(state)
             except RuntimeError as error:

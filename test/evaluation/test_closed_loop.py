@@ -5,7 +5,16 @@ import av
 import numpy as np
 import pytest
 
-from wall_oss_core.evaluation.closed_loop import EpisodeResult, interval95, summarize, write_report, write_video
+from wall_oss_core.evaluation.closed_loop import (
+    EpisodeMonitor,
+    EpisodeResult,
+    frame_rate,
+    interval95,
+    summarize,
+    write_report,
+    write_run_plot,
+    write_video,
+)
 
 
 def _episode(task, progress, seed=0, success=None, **extra):
@@ -63,3 +72,62 @@ def test_video_decodes_back_to_the_frames_and_the_report_links_it(tmp_path):
     assert (tmp_path / "plots" / "task_progress.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no frames"):
         write_video([], tmp_path / "empty.mp4", fps=10)
+
+
+STAGES = {"touched": 25.0, "lifted": 50.0, "attempted_transfer": 75.0, "transferred": 100.0}
+
+
+def _monitor(**kwargs):
+    return EpisodeMonitor("transfer_cube", 3, "hand the cube over from right to left", STAGES, "transferred",
+                          timeout=kwargs.pop("timeout", 10.0), **kwargs)
+
+
+def test_monitor_scores_stages_of_its_task_and_ends_after_success():
+    monitor = _monitor(linger=1.0)
+    monitor.on_safety("HOLD", quiet=False)  # before the first chunk: the supervisor waits for commands
+    monitor.on_stage("transfer_cube/started", 0.5)
+    assert not monitor.finished(1000.0)  # no chunk yet: the episode has not started
+    monitor.on_chunk(0.02, 2.0)
+    monitor.on_chunk(0.04, 2.1)
+    monitor.on_safety("OK", quiet=True)
+    monitor.on_safety("LIMITING", quiet=True)
+    monitor.on_safety("FAULT", quiet=False)
+    monitor.on_safety("FAULT", quiet=False)  # the same state again is not a new event
+    monitor.on_stage("transfer_cube/touched", 3.0)
+    monitor.on_stage("hand_over_red_cube/transferred", 3.5)  # another task's report
+    monitor.on_stage("transfer_cube/lifted", 4.0)
+    assert monitor.progress == 50 and not monitor.finished(4.0)
+    monitor.on_stage("transfer_cube/transferred", 8.0)
+    monitor.on_rejections("chunk_executor", {"rejected_stale": 2, "rejected_nan": 0})
+    assert not monitor.finished(8.5) and monitor.finished(9.0)
+    result = monitor.result(9.0, video="v.mp4")
+    assert (result.progress, result.success, result.duration_s, result.time_to_success_s) == (100.0, True, 7.0, 6.0)
+    assert result.stages == {"touched": 25.0, "lifted": 50.0, "transferred": 100.0}
+    assert result.chunk_latency_s == [0.02, 0.04] and result.safety_events == {"FAULT": 1}
+    assert result.rejections == {"chunk_executor:rejected_stale": 2} and result.video == "v.mp4"
+
+
+def test_monitor_times_out_from_the_first_chunk_and_keeps_partial_credit():
+    monitor = _monitor(timeout=5.0)
+    monitor.on_chunk(0.1, 10.0)
+    monitor.on_stage("transfer_cube/touched", 11.0)
+    assert not monitor.finished(14.9) and monitor.finished(15.0)
+    result = monitor.result(15.0, error=None)
+    assert (result.progress, result.success, result.time_to_success_s) == (25.0, False, None)
+    with pytest.raises(ValueError, match="success stage"):
+        EpisodeMonitor("t", 0, "i", STAGES, "done", timeout=1.0)
+
+
+def test_video_rate_is_the_received_frame_rate():
+    assert frame_rate([10.0, 10.2, 10.4, 10.6], fallback=10.0) == pytest.approx(5.0)
+    assert frame_rate([3.0], fallback=10.0) == 10.0
+
+
+def test_run_plot_is_written(tmp_path):
+    from PIL import Image
+
+    times = np.linspace(0.0, 5.0, 50)
+    path = write_run_plot(times, np.column_stack([np.sin(times), np.cos(times)]), ["a", "b"],
+                          [(1.0, "touched", 25.0), (3.0, "transferred", 100.0)], tmp_path / "plots" / "run.png", "t")
+    with Image.open(path) as image:
+        assert image.size == (900, 600)

@@ -205,3 +205,22 @@ def test_a_joint_never_published_is_reported_missing_after_max_skew():
     with pytest.raises(InputRejected) as raised:
         merger.update(["a"], [1.0], 5.3)
     assert raised.value.reason == "missing_joints" and "['b']" in str(raised.value)
+
+
+def test_delayed_policy_adds_its_delay_after_the_backend():
+    from wall_oss_core.policy.interface import Chunk, DelayedPolicy
+
+    class Fixed:
+        action_space, action_names = "joint_position", ["a"]
+
+        def predict(self, observation):
+            calls.append("predict")
+            return Chunk(actions=[[1.0]], dt=0.1, action_space="joint_position", action_names=["a"], stamp=1.0)
+
+    calls = []
+    policy = DelayedPolicy(Fixed(), 0.25, sleep=lambda seconds: calls.append(seconds))
+    chunk = policy.predict(None)
+    assert calls == ["predict", 0.25] and chunk.stamp == 1.0
+    assert (policy.action_space, policy.action_names) == ("joint_position", ["a"])
+    with pytest.raises(ValueError, match="inference delay"):
+        DelayedPolicy(Fixed(), -1.0)

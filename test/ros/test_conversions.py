@@ -9,7 +9,9 @@ from wall_oss_core.policy.interface import Chunk
 from wall_oss_ros.conversions import (
     chunk_to_msg,
     joint_state_to_vector,
+    markers_to_object_poses,
     msg_to_chunk,
+    object_poses_to_markers,
     seconds_to_stamp,
     stamp_to_seconds,
     vector_to_joint_state,
@@ -69,3 +71,21 @@ def test_joint_state_reorders_and_validates():
         joint_state_to_vector(bad, ["a"])
     positions, velocities = joint_state_to_vector(vector_to_joint_state(["a"], [1.0]), ["a"])
     assert velocities is None
+
+
+def test_object_poses_round_trip_through_markers_and_bad_quaternions_are_refused():
+    from scipy.spatial.transform import Rotation
+
+    pose = np.eye(4)
+    pose[:3, :3] = Rotation.from_euler("xyz", [0.1, -0.2, 0.7]).as_matrix()
+    pose[:3, 3] = [0.1, 0.5, 0.02]
+    msg = object_poses_to_markers({"box": pose, "peg": np.eye(4)}, {"box": np.full(3, 0.04), "peg": np.ones(3)},
+                                  "world", seconds_to_stamp(3.0))
+    assert [m.ns for m in msg.markers] == ["box", "peg"] and msg.markers[0].header.frame_id == "world"
+    assert msg.markers[0].scale.x == pytest.approx(0.04)
+    back = markers_to_object_poses(msg)
+    np.testing.assert_allclose(back["box"], pose, atol=1e-12)
+    np.testing.assert_allclose(back["peg"], np.eye(4), atol=1e-12)
+    msg.markers[1].pose.orientation.w = 0.0
+    with pytest.raises(ValueError, match="'peg'.*zero quaternion"):
+        markers_to_object_poses(msg)

@@ -179,15 +179,16 @@ def test_backend_errors_are_counted_and_the_node_keeps_running(ros_node, node_pr
     assert not rig.chunks and policy.alive()
 
 
-def test_default_scripted_backend_serves_the_demonstration_with_nothing_configured(ros_node, node_processes):
-    """What the launch files start by default: the scripted reach-and-grasp demonstration, no file needed."""
+def test_demonstration_backend_serves_the_built_in_demonstration_with_no_file(ros_node, node_processes):
+    """backend demonstration: the built-in reach-and-grasp demonstration, replayed on any robot, no file needed."""
     from wall_oss_core.sim.demo_trajectory import DemoTrajectory
 
     rig = Rig(ros_node)
     rig.instruct("pick up the red cube")
-    policy = node_processes(MODULE, params={"robot_config": str(ROBOT_CONFIG), "diagnostics_period": 0.2})
-    rig.wait(lambda: len(rig.chunks) >= 2 and rig.diagnostics.get("backend") == "scripted", 30.0,
-             "chunks of the scripted backend")
+    policy = node_processes(MODULE, params={"robot_config": str(ROBOT_CONFIG), "diagnostics_period": 0.2,
+                                            "backend": "demonstration"})
+    rig.wait(lambda: len(rig.chunks) >= 2 and rig.diagnostics.get("backend") == "demonstration", 30.0,
+             "chunks of the demonstration backend")
     expected = DemoTrajectory(BimanualKinematics(ROBOT)).recording().chunks[0].actions
     first = msg_to_chunk(rig.chunks[0])
     assert first.action_names == list(ROBOT.command_joints)

@@ -74,7 +74,8 @@ def test_sim_launch_moves_the_arm_and_stops_cleanly_on_ctrl_c(ros2_launch_env, r
     from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION
 
     launch = LaunchProcess(ros2_launch_env, tmp_path / "ros2_launch.log", "sim.launch.yaml", "use_rviz:=false",
-                           "publish_robot_description:=true", "image_width:=64", "image_height:=48",
+                           "publish_robot_description:=true", f"robot_config:={REPO_ROOT / 'config' / 'bimanual.yaml'}",
+                           f"urdf:={URDF}", "backend:=demonstration", "image_width:=64", "image_height:=48",
                            "camera_rate_hz:=10.0", "rate_hz:=100.0")
     try:
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -113,7 +114,7 @@ def test_sim_launch_moves_the_arm_and_stops_cleanly_on_ctrl_c(ros2_launch_env, r
 def test_robot_launch_comes_up_waiting_for_the_robot_and_stops_cleanly(ros2_launch_env, ros_node, tmp_path):
     """robot.launch.yaml with no robot: policy, executor, supervisor and robot_state_publisher start from the
     install space and wait for joint states; the terminal's Ctrl-C stops them all cleanly."""
-    launch = LaunchProcess(ros2_launch_env, tmp_path / "ros2_launch.log", "robot.launch.yaml", "backend:=scripted",
+    launch = LaunchProcess(ros2_launch_env, tmp_path / "ros2_launch.log", "robot.launch.yaml", "backend:=demonstration",
                            "publish_robot_description:=true", "namespace:=robot_check")
     expected = {("policy", "/robot_check"), ("chunk_executor", "/robot_check"),
                 ("safety_supervisor", "/robot_check"), ("robot_state_publisher", "/")}

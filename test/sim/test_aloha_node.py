@@ -2,6 +2,8 @@
 like ros2_control controllers, publishing its joint states and the MJCF's cameras."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from conftest import CONFIG_DIR, wait_for
 
@@ -68,3 +70,45 @@ def test_node_refuses_an_unknown_aloha_scene(node_processes):
     wait_for(lambda: not sim.alive(), 30, message="the node to exit")
     assert sim.process.returncode == 2
     assert "unknown ALOHA scene 'kitchen'" in sim.log()
+
+
+def test_node_scores_the_instructed_task_publishes_object_poses_and_its_clock(ros_node, node_processes):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64, String
+    from visualization_msgs.msg import MarkerArray
+
+    from wall_oss_ros.conversions import markers_to_object_poses
+
+    sim = node_processes("wall_oss_ros.sim_arm_node", params={
+        "robot_config": str(ALOHA_CONFIG), "scene": "two_cubes", "seed": 5, "camera_rate_hz": 0.0,
+        "publish_clock": True, "real_time_factor": 0.5})
+    latched = QoSProfile(depth=16, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    stages, progress, clock = [], {}, {}
+    ros_node.create_subscription(String, "/wall_oss/sim/task_stage", lambda m: stages.append(m.data), latched)
+    ros_node.create_subscription(Float64, "/wall_oss/sim/task_progress", lambda m: progress.__setitem__("v", m.data),
+                                 latched)
+    ros_node.create_subscription(Clock, "/clock", lambda m: clock.__setitem__("t", m.clock), 10)
+    objects = _latest(ros_node, "/wall_oss/sim/object_poses", MarkerArray)
+    state = _latest(ros_node, "/joint_states", JointState)
+    wait_for(lambda: "msg" in objects and "msg" in state and "t" in clock, 30, poll=ros_node.spin_briefly,
+             message="object poses, joint states and /clock")
+    poses = markers_to_object_poses(objects["msg"])
+    assert set(poses) == {"box", "green_box"} and all(0.0 < p[2, 3] < 0.05 for p in poses.values())
+    # joint states are stamped with the simulated clock, which runs at half the wall clock's rate
+    def sim_now():
+        return clock["t"].sec + clock["t"].nanosec * 1e-9
+
+    first, wall_start = sim_now(), time.monotonic()
+    wait_for(lambda: sim_now() - first > 1.0, 20, poll=ros_node.spin_briefly, message="1 s of simulated time")
+    assert (sim_now() - first) / (time.monotonic() - wall_start) < 0.6  # at most half the wall clock's rate
+    assert abs(state["msg"].header.stamp.sec + state["msg"].header.stamp.nanosec * 1e-9 - sim_now()) < 0.1
+
+    instruction = ros_node.create_publisher(String, "/wall_oss/instruction", latched)
+    instruction.publish(String(data="insert the red peg into the blue socket"))  # not a task of this scene
+    wait_for(lambda: "names no task of scene 'two_cubes'" in sim.log(), 10, poll=ros_node.spin_briefly)
+    instruction.publish(String(data="hand over the green cube"))
+    wait_for(lambda: "hand_over_green_cube/started" in stages and progress.get("v") == 0.0, 10,
+             poll=ros_node.spin_briefly, message="the green hand-over scored from 0")
+    assert sim.alive()

@@ -158,3 +158,27 @@ def test_malformed_task_files_are_rejected_with_the_reason(tmp_path, broken, mes
     path.write_text(broken)
     with pytest.raises(ConfigError, match=message):
         load_tasks(path)
+
+
+def test_scorer_follows_the_instruction_and_reports_each_stage_once(robot, kinematics, tasks):
+    from wall_oss_core.sim.tasks import TaskScorer
+
+    sim = AlohaSim(robot, "two_cubes", seed=0)
+    scorer = TaskScorer(tasks, sim)
+    assert scorer.update() == [] and scorer.task is None  # nothing scored before an instruction
+    assert scorer.select("insert the red peg into the blue socket") is None  # a task of another scene
+    assert scorer.select("Hand over the RED cube.").name == "hand_over_red_cube"
+    states = _cube_states(kinematics, robot, "box", (0.0, 0.5))
+    joints, objects = states["lifted"]
+    sim.set_state(joints, {**objects, "green_box": np.r_[0.15, 0.58, 0.0195, UPRIGHT]})
+    assert [s.name for s in scorer.update()] == ["touched", "lifted"]
+    assert scorer.update() == []  # already reached: not reported again
+    assert scorer.tracker.progress == 50
+    scorer.select("give the red cube to the left arm")  # another phrasing of the same task keeps its progress
+    assert scorer.tracker.progress == 50
+    scorer.select("hand over the green cube")  # a new goal starts from zero; the lifted red cube does not count
+    assert scorer.task.name == "hand_over_green_cube" and scorer.update() == [] and scorer.tracker.progress == 0
+    with pytest.raises(ValueError, match="runs in scene 'insertion'"):
+        scorer.select_task("insertion")
+    with pytest.raises(ValueError, match="no task 'stack'"):
+        scorer.select_task("stack")

@@ -86,6 +86,14 @@ def summarize(episodes: Sequence[EpisodeResult]) -> dict:
             "tasks": per_task, "episode_results": [asdict(e) for e in episodes]}
 
 
+def frame_rate(times: Sequence[float], fallback: float) -> float:
+    """Frames per second that were actually received (a loaded machine renders below the camera rate),
+    so that a video plays in real time; `fallback` for fewer than two frames."""
+    if len(times) < 2 or times[-1] <= times[0]:
+        return fallback
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
 def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: float) -> Path:
     """H.264 MP4 (yuv420p, faststart) of uint8 RGB frames, playable in a browser's <video>."""
     import av
@@ -173,4 +181,111 @@ def write_report(metrics: dict, out_dir: Path, title: str = "Closed-loop evaluat
             + f"<h2>Plot</h2><img src='{plot.relative_to(out_dir).as_posix()}'></body></html>")
     path = out_dir / "report.html"
     path.write_text(page)
+    return path
+
+
+class EpisodeMonitor:
+    """Follows one closed-loop episode from what the running graph reports and decides when it ends.
+
+    The clock starts at the first action chunk (a model may take long to load; the scene waits at rest
+    until then). The episode ends `linger` seconds after the success stage first held (so its video
+    shows the result), or `timeout` seconds after the start. Stage reports come from the simulator's
+    scoring (`<task>/<stage>`); progress is the highest credit of a stage reached (stage credit)."""
+
+    def __init__(self, task: str, seed: int, instruction: str, stage_progress: dict[str, float], success_stage: str,
+                 *, timeout: float, linger: float = 1.0):
+        if success_stage not in stage_progress:
+            raise ValueError(f"success stage {success_stage!r} is not one of {sorted(stage_progress)}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"episode timeout must be a positive number of seconds, got {timeout}")
+        self.task, self.seed, self.instruction = task, seed, instruction
+        self.stage_progress, self.success_stage = stage_progress, success_stage
+        self.timeout, self.linger = timeout, linger
+        self.started: float | None = None
+        self.success_time: float | None = None
+        self.reached: dict[str, float] = {}
+        self.stage_log: list[tuple[float, str, float]] = []  # (time, stage, credit) in the order reached
+        self.latencies: list[float] = []
+        self.safety_events: Counter[str] = Counter()
+        self.rejections: dict[str, int] = {}
+        self._safety_state = "OK"
+
+    def on_chunk(self, inference_latency: float, now: float) -> None:
+        if self.started is None:
+            self.started = now
+        self.latencies.append(float(inference_latency))
+
+    def on_stage(self, report: str, now: float) -> None:
+        """A `<task>/<stage>` report; other tasks' stages and unknown stages are ignored."""
+        task, _, stage = report.rpartition("/")
+        if task != self.task or stage not in self.stage_progress or stage in self.reached:
+            return
+        self.reached[stage] = self.stage_progress[stage]
+        self.stage_log.append((now, stage, self.stage_progress[stage]))
+        if stage == self.success_stage and self.success_time is None:
+            self.success_time = now
+
+    def on_safety(self, state: str, quiet: bool) -> None:
+        """Counts entries into each non-quiet supervisor state (HOLD, ESTOP, FAULT…) once the episode runs
+        (the supervisor holds until the first commands arrive)."""
+        if state != self._safety_state and not quiet and self.started is not None:
+            self.safety_events[state] += 1
+        self._safety_state = state
+
+    def on_rejections(self, source: str, counts: dict[str, int]) -> None:
+        """Cumulative rejection counters of one node (its latest report wins)."""
+        for key, count in counts.items():
+            if count:
+                self.rejections[f"{source}:{key}"] = int(count)
+
+    def finished(self, now: float) -> bool:
+        if self.success_time is not None:
+            return now - self.success_time >= self.linger
+        return self.started is not None and now - self.started >= self.timeout
+
+    @property
+    def progress(self) -> float:
+        return max(self.reached.values(), default=0.0)
+
+    def result(self, now: float, *, video: str | None = None, error: str | None = None) -> EpisodeResult:
+        started = self.started if self.started is not None else now
+        return EpisodeResult(
+            task=self.task, seed=self.seed, instruction=self.instruction, progress=self.progress,
+            success=self.success_time is not None, duration_s=max(0.0, now - started),
+            time_to_success_s=None if self.success_time is None else self.success_time - started,
+            stages=dict(self.reached), chunk_latency_s=list(self.latencies), safety_events=dict(self.safety_events),
+            rejections=dict(self.rejections), video=video, error=error)
+
+
+def write_run_plot(times: Sequence[float], positions: np.ndarray, joint_names: Sequence[str],
+                   stages: Sequence[tuple[float, str, float]], path: str | Path, title: str) -> Path:
+    """One run at a glance: every joint's position over time, and the task progress as a step curve
+    with each stage marked where it first held (stages: (time, name, progress))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    positions = np.asarray(positions, dtype=float).reshape(len(times), len(joint_names))
+    figure, (joints_axis, progress_axis) = plt.subplots(2, 1, figsize=(9, 6), sharex=True,
+                                                        gridspec_kw={"height_ratios": [2, 1]})
+    for index, name in enumerate(joint_names):
+        joints_axis.plot(times, positions[:, index], label=name, linewidth=1)
+    joints_axis.set_ylabel("joint position [rad | m]")
+    joints_axis.legend(fontsize=6, ncol=4, loc="upper right")
+    joints_axis.set_title(title)
+    end = max([*times, *(t for t, _, _ in stages), 0.0])
+    step_times = [0.0] + [t for t, _, _ in stages] + [end]
+    step_values = [0.0] + [p for _, _, p in stages] + [stages[-1][2] if stages else 0.0]
+    progress_axis.step(step_times, step_values, where="post", color="#d9534f")
+    for t, name, progress in stages:
+        progress_axis.annotate(name, (t, progress), textcoords="offset points", xytext=(3, -10), fontsize=7)
+    progress_axis.set_ylim(-5, 105)
+    progress_axis.set_ylabel("task progress")
+    progress_axis.set_xlabel("time since the first chunk [s]")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
     return path

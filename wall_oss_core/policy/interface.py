@@ -7,6 +7,7 @@ publishes the returned `Chunk` as an ActionChunk message. Backends: the Wall-OSS
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -80,6 +81,22 @@ class Policy(Protocol):
     action_names: list[str]
 
     def predict(self, observation: Observation) -> Chunk: ...
+
+
+class DelayedPolicy:
+    """Any backend made `delay` seconds slower per chunk (`--inference-delay`): how the graph copes
+    with a slow model (the executor drops the actions that elapsed meanwhile) is measured with a fast one."""
+
+    def __init__(self, policy: Policy, delay: float, sleep=None):
+        if not (math.isfinite(delay) and delay >= 0):
+            raise ValueError(f"inference delay must be a finite number of seconds >= 0, got {delay}")
+        self.policy, self.delay, self._sleep = policy, delay, sleep or time.sleep
+        self.action_space, self.action_names = policy.action_space, policy.action_names
+
+    def predict(self, observation: Observation) -> Chunk:
+        chunk = self.policy.predict(observation)
+        self._sleep(self.delay)
+        return chunk
 
 
 def chunk_from_message(msg) -> Chunk:

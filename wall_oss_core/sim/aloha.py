@@ -247,6 +247,11 @@ class AlohaSim:
             poses[body] = pose
         return poses
 
+    def object_sizes(self) -> dict[str, np.ndarray]:
+        """Object body → full extent (x, y, z) of its first geom's box, for drawing it (rviz markers)."""
+        return {body: 2.0 * self.model.geom_size[self.model.body_geomadr[self.model.body(body).id]]
+                for body in self._object_qpos}
+
     def site_pose(self, site: str) -> np.ndarray:
         s = self.model.site(site).id
         pose = np.eye(4)

@@ -11,6 +11,8 @@ and the objects are at that moment.
 """
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -216,3 +218,39 @@ class ScriptedExpert:
         actions = self._plan[np.clip(steps, 0, len(self._plan) - 1)]
         return Chunk(actions=actions, dt=self.dt, action_space=self.action_space, action_names=self.action_names,
                      stamp=self._plan_start + steps[0] * self.dt, instruction=observation.instruction)
+
+
+class ObjectPoseFeed:
+    """The newest privileged object poses a running sim reported (the expert's `object_poses` in the
+    graph). Fed from the sim's object-pose topic on one thread, read by the policy worker on another.
+
+    The expert asks for the poses when it plans, i.e. when a task starts or the instruction changes,
+    so it plans from where the objects are at that moment: poses re-derived from the scene's seed would
+    be wrong as soon as anything moved them (a grasp, a push, a dropped cube)."""
+
+    def __init__(self, max_age: float = 1.0, clock: Callable[[], float] | None = None):
+        self.max_age = max_age
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._poses: dict[str, np.ndarray] = {}
+        self._received: float | None = None
+
+    def update(self, poses: dict[str, np.ndarray]) -> None:
+        checked = {}
+        for body, pose in poses.items():
+            pose = np.asarray(pose, dtype=float)
+            if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+                raise ValueError(f"object {body!r}: a pose is a finite 4×4 matrix, got shape {pose.shape}")
+            checked[body] = pose
+        with self._lock:
+            self._poses, self._received = checked, self._clock()
+
+    def __call__(self) -> dict[str, np.ndarray]:
+        with self._lock:
+            poses, received = dict(self._poses), self._received
+        if received is None:
+            raise PolicyError("no object poses from the sim yet (the scripted expert needs the privileged scene state)")
+        if self._clock() - received > self.max_age:
+            raise PolicyError(f"the newest object poses are {self._clock() - received:.1f} s old "
+                              f"(more than {self.max_age:g} s): is the sim still running?")
+        return poses

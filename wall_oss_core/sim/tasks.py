@@ -150,3 +150,46 @@ class ProgressTracker:
     @property
     def success(self) -> bool:
         return self.reached[self.task.success]
+
+
+class TaskScorer:
+    """Task progress of a running scene whose task the instruction picks (the sim node's scoring).
+
+    `select` switches to the task an instruction names, if it is a task of this scene (a new goal
+    starts from zero progress); an instruction for another scene or no task leaves nothing scored.
+    `update` scores the current instant and returns the stages reached for the first time."""
+
+    def __init__(self, tasks: TaskSet, sim: AlohaSim):
+        self.tasks, self.sim = tasks, sim
+        self.tracker: ProgressTracker | None = None
+
+    @property
+    def task(self) -> Task | None:
+        return self.tracker.task if self.tracker is not None else None
+
+    def select_task(self, name: str) -> Task:
+        if name not in self.tasks.tasks:
+            raise ValueError(f"no task {name!r}; tasks are {sorted(self.tasks.tasks)}")
+        task = self.tasks[name]
+        if task.scene != self.sim.scene:
+            raise ValueError(f"task {name!r} runs in scene {task.scene!r}, the sim holds scene {self.sim.scene!r}")
+        self.tracker = ProgressTracker(task, self.tasks.groups, self.sim)
+        return task
+
+    def select(self, instruction: str) -> Task | None:
+        """Score the task the instruction names from now on; None (nothing scored) when it names no task
+        of this scene. The same task again keeps its progress."""
+        task = self.tasks.for_instruction(instruction)
+        if task is None or task.scene != self.sim.scene:
+            self.tracker = None
+            return None
+        if task is not self.task:
+            self.select_task(task.name)
+        return task
+
+    def update(self) -> list[Stage]:
+        if self.tracker is None:
+            return []
+        before = dict(self.tracker.reached)
+        self.tracker.update(self.sim)
+        return [stage for stage in self.task.stages if self.tracker.reached[stage.name] and not before[stage.name]]
