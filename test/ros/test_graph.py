@@ -17,7 +17,8 @@ from wall_oss_core.backends.replay import save_recording
 from wall_oss_core.robot.config import load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
-from wall_oss_ros.launch_runner import LaunchRunner, plan_launch, resolve_launch_file
+from wall_oss_ros.launch_plan import plan_launch, resolve_launch_file
+from wall_oss_ros.launch_runner import LaunchRunner
 
 RATE_HZ = 200.0
 HOLD_STATES = {2, 3}  # SafetyStatus.STATE_HOLD, STATE_ESTOP
