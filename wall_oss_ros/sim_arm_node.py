@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
+from wall_oss_core import topics
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.kinematic_arm import (
@@ -35,9 +35,9 @@ from wall_oss_core.sim.kinematic_arm import (
     TrajectoryTarget,
 )
 from wall_oss_ros.conversions import stamp_to_seconds
+from wall_oss_ros.graph import COMMAND_QOS, IMAGE_QOS, JOINT_STATES_PUBLISHER_QOS
 from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node
 
-COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 MAX_STEP = 0.05  # [s] a stalled process integrates at most this much at once instead of jumping
 
 
@@ -47,7 +47,7 @@ class SimArmParams:
 
     robot_config: str = ""
     physics_rate_hz: float = 250.0
-    joint_states_topic: str = "/joint_states"
+    joint_states_topic: str = topics.JOINT_STATES
     lag_time_constant: float = 0.03
     acceleration_headroom: float = 3.0
     camera_rate_hz: float = 15.0
@@ -112,15 +112,15 @@ class SimArmNode(Node):
         mimic = [(m, self.kinematics.gripper_index(arm.name)) for arm in self.robot.arms for m in arm.gripper_mimic_joints]
         self._state_names = list(self.robot.command_joints) + [name for name, _ in mimic]
         self._state_order = np.array(list(range(len(self.robot.command_joints))) + [index for _, index in mimic])
-        self._joint_state_pub = self.create_publisher(JointState, self.params.joint_states_topic, 10)
+        self._joint_state_pub = self.create_publisher(JointState, self.params.joint_states_topic, JOINT_STATES_PUBLISHER_QOS)
 
         self._controller_joints = self._controller_layout()
         for controller in self._controller_joints:
             if self.robot.controller_interface == "forward_command":
-                self.create_subscription(Float64MultiArray, f"/{controller}/commands",
+                self.create_subscription(Float64MultiArray, topics.controller_topic(controller, topics.CONTROLLER_COMMANDS),
                                          lambda msg, c=controller: self._on_forward_command(c, msg), COMMAND_QOS)
             else:
-                self.create_subscription(JointTrajectory, f"/{controller}/joint_trajectory",
+                self.create_subscription(JointTrajectory, topics.controller_topic(controller, topics.CONTROLLER_TRAJECTORY),
                                          lambda msg, c=controller: self._on_trajectory(c, msg), COMMAND_QOS)
 
         self._last_step = time.monotonic()
@@ -214,8 +214,8 @@ class SimArmNode(Node):
         self._cameras = CameraProcess(str(self.robot.source), settings)
         self._camera_pubs = {}
         for camera in self.robot.cameras:
-            raw = self.create_publisher(Image, camera.topic, qos_profile_sensor_data) if settings.raw else None
-            compressed = (self.create_publisher(CompressedImage, camera.topic + "/compressed", qos_profile_sensor_data)
+            raw = self.create_publisher(Image, camera.topic, IMAGE_QOS) if settings.raw else None
+            compressed = (self.create_publisher(CompressedImage, camera.topic + "/compressed", IMAGE_QOS)
                           if settings.jpeg else None)
             self._camera_pubs[camera.name] = (camera.frame, raw, compressed)
         self._camera_thread = threading.Thread(target=self._camera_loop, name="sim_cameras", daemon=True)
