@@ -41,6 +41,7 @@ class LaunchRunner:
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.shutdown_timeout = shutdown_timeout
         self.processes: dict[str, subprocess.Popen] = {}
+        self.killed: set[str] = set()  # nodes kill_node ended, whose -9 is no shutdown failure
         self._readers: list[threading.Thread] = []
         self._print_lock = threading.Lock()
         self._stopping = False
@@ -98,6 +99,7 @@ class LaunchRunner:
         """SIGKILL one node, as a crash would (tests use this)."""
         process = self.processes[name]
         if process.poll() is None:
+            self.killed.add(name)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
 

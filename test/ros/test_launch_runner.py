@@ -2,6 +2,7 @@
 exit 0, a dying node → the others stopped and exit 1, a bad launch file → exit 2."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -11,7 +12,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import NodeProcess, stop_all, wait_for
+
+from wall_oss_ros.launch_plan import plan_launch
+from wall_oss_ros.launch_runner import LaunchRunner
 
 
 def _write(tmp_path: Path, text: str, name: str = "test.launch.yaml") -> Path:
@@ -145,3 +149,47 @@ def test_bad_launch_file_exits_two_with_the_reason(tmp_path):
                             text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "launch argument 'a' has no default" in result.stderr
+
+
+# --- a node that hangs on SIGINT fails the shutdown check ------------------------------------------------
+
+SIGNAL_SCRIPT = """\
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN if sys.argv[1] == "hang" else lambda *_: sys.exit(0))
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_the_runner_kills_a_node_that_ignores_sigint_and_tells_it_from_one_it_killed(tmp_path, monkeypatch):
+    prefix = tmp_path / "prefix"
+    (prefix / "lib" / "tool_pkg").mkdir(parents=True)
+    for name, mode in (("hangs", "hang"), ("stops", "stop"), ("crashes", "stop")):
+        executable = prefix / "lib" / "tool_pkg" / name
+        executable.write_text(f"#!{sys.executable}\nimport sys\nsys.argv[1:] = [{mode!r}]\n" + SIGNAL_SCRIPT)
+        executable.chmod(0o755)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    path = _write(tmp_path, "launch:\n" + "".join(f"- node: {{pkg: tool_pkg, exec: {name}}}\n"
+                                                for name in ("hangs", "stops", "crashes")))
+    output = io.StringIO()
+    runner = LaunchRunner(plan_launch(path), stream=output, shutdown_timeout=1.0)
+    runner.start()
+    try:
+        wait_for(lambda: output.getvalue().count("] ready") == 3, 30, message="the three nodes up")
+        runner.kill_node("crashes")
+    finally:
+        runner.stop()
+    codes = {name: process.returncode for name, process in runner.processes.items()}
+    assert codes == {"hangs": -9, "stops": 0, "crashes": -9}
+    assert runner.killed == {"crashes"}  # the graph fixture accepts -9 only from these
+    assert "hangs did not exit within 1 s of SIGINT; killing it" in output.getvalue()
+
+
+def test_stopping_test_nodes_reports_one_that_does_not_exit_zero_on_sigint(tmp_path):
+    script = tmp_path / "signal_node.py"
+    script.write_text(SIGNAL_SCRIPT)
+    nodes = [NodeProcess(script, mode, name=mode, log_dir=tmp_path) for mode in ("hang", "stop", "dead")]
+    wait_for(lambda: all("ready" in node.log() for node in nodes), 30, message="the nodes up")
+    nodes[2].kill()  # as a test that kills a node on purpose
+    assert stop_all(nodes, timeout=1.0) == ["hang: -9"]
