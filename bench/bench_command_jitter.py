@@ -27,7 +27,8 @@ from wall_oss_core.paths import share_file
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
-from wall_oss_ros.launch_runner import LaunchRunner, plan_launch
+from wall_oss_ros.launch_plan import plan_launch
+from wall_oss_ros.launch_runner import LaunchRunner
 
 RATES = (200.0, 500.0)
 COMMAND_TOPIC = "/left_arm_controller/commands"

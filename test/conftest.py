@@ -107,12 +107,26 @@ def node_processes(tmp_path, request):
         return node
 
     yield start
-    for node in reversed(started):
-        node.stop()
+    unclean = stop_all(reversed(started))
     report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
+    if unclean or (report is not None and report.failed):
         for node in started:
             sys.stderr.write(f"\n----- log of {node.name} -----\n{node.log()}\n")
+    if unclean:
+        pytest.fail(f"nodes that did not exit 0 on SIGINT: {unclean}", pytrace=False)
+
+
+def stop_all(nodes, timeout: float = 10.0) -> list[str]:
+    """Stop every node; returns `name: exit code` for each one that was running and did not exit 0 on SIGINT
+    within `timeout` (a node that hangs on Ctrl-C ends SIGKILLed, -9). Nodes that had already exited
+    (killed by the test, failed at startup) are the test's business."""
+    unclean = []
+    for node in nodes:
+        running = node.alive()
+        code = node.stop(timeout)
+        if running and code != 0:
+            unclean.append(f"{node.name}: {code}")
+    return unclean
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

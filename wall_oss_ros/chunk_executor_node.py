@@ -20,11 +20,11 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 from wall_oss.msg import ActionChunk
 
+from wall_oss_core import topics
 from wall_oss_core.control import executor as core
 from wall_oss_core.control.executor import ChunkExecutor, ExecutorConfig, PreparedChunk, Rejected
 from wall_oss_core.policy.instruction import DEFAULT_MAX_INSTRUCTION_LENGTH, InstructionError, validate_instruction
@@ -32,11 +32,9 @@ from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_ros.conversions import merge_joint_state, msg_to_chunk, seconds_to_stamp, vector_to_joint_state
-from wall_oss_ros.node_runtime import diagnostic_array, run_node, subscribe_instructions
+from wall_oss_ros.graph import CHUNK_QOS, COMMAND_QOS, JOINT_STATES_QOS, STATUS_QOS, diagnostic_array
+from wall_oss_ros.node_runtime import run_node, subscribe_instructions
 
-CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-JOINT_STATE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches reliable publishers too
-COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 # The IK worker holds the GIL in long pure-Python stretches; switching threads every 0.5 ms (default 5 ms)
 # keeps the command timer on time while a chunk is being prepared.
 GIL_SWITCH_INTERVAL = 0.0005
@@ -96,7 +94,7 @@ def declare_parameters(node: Node) -> ExecutorNodeParams:
                              "robot layout YAML (arms, joints, URDF, limits); empty = the package's bimanual.yaml"),
         rate_hz=declare("rate_hz", 200.0, "candidate commands per second (the controller rate) [Hz]",
                         floating_point_range=_float_range(100.0, 500.0)),
-        joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
+        joint_states_topic=declare("joint_states_topic", topics.JOINT_STATES, "measured joint states topic"),
         diagnostics_period=declare("diagnostics_period", 1.0, "seconds between /diagnostics messages",
                                    floating_point_range=_float_range(0.05, 60.0)),
         max_instruction_length=declare("max_instruction_length", DEFAULT_MAX_INSTRUCTION_LENGTH,
@@ -173,11 +171,11 @@ class ChunkExecutorNode(Node):
         self.instructions_rejected = 0
         self._last_command = None
 
-        self.command_publisher = self.create_publisher(JointState, "candidate_command", COMMAND_QOS)
-        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", COMMAND_QOS)
+        self.command_publisher = self.create_publisher(JointState, topics.CANDIDATE_COMMAND, COMMAND_QOS)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, STATUS_QOS)
         self.worker = _ChunkWorker(self.core, self._now, self._superseded)
-        self.create_subscription(ActionChunk, "action_chunk", self.worker.submit, CHUNK_QOS)
-        self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
+        self.create_subscription(ActionChunk, topics.ACTION_CHUNK, self.worker.submit, CHUNK_QOS)
+        self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATES_QOS)
         subscribe_instructions(self, self._on_instruction)
         # the command tick runs on the monotonic clock: ROS time that stops, steps back or leaps (sim
         # time, a bag restart) must not stop the ticks; the core sees the jump in `now` and holds

@@ -369,10 +369,10 @@ class _Demo:
 
     def _observe(self, runner: LaunchRunner, run_dir: Path, policy: str, instruction: str, logs: Path) -> int:
         import rclpy
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import String
 
+        from wall_oss_ros.graph import INSTRUCTION_PUBLISHER_QOS
         from wall_oss_ros.node_runtime import install_stop_signals, make_executor
         from wall_oss_ros.recorder import BagRecorder
 
@@ -385,10 +385,8 @@ class _Demo:
         # spin() stalls here).
         executor = make_executor(context)
         executor.add_node(node)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         topics = record_topics(self.robot, self.namespace)
-        instruction_pub = node.create_publisher(String, topics["instruction"], latched)
+        instruction_pub = node.create_publisher(String, topics["instruction"], INSTRUCTION_PUBLISHER_QOS)
         command_topic = topics[self.robot.arms[0].controller]
         stats = DemoStats()
         task = self.task

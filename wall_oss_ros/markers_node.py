@@ -12,17 +12,18 @@ import sys
 from geometry_msgs.msg import Point
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 from wall_oss.msg import ActionChunk, SafetyStatus
 
+from wall_oss_core import topics
 from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.visualization.markers import BoxMarker, MarkerScene, PathMarker, Rgba, SafetyView, TextMarker
 from wall_oss_ros.conversions import merge_joint_state, msg_to_chunk
+from wall_oss_ros.graph import CHUNK_QOS, JOINT_STATES_QOS, STATUS_QOS
 from wall_oss_ros.node_runtime import run_node
 
 
@@ -72,19 +73,18 @@ class MarkersNode(Node):
         self.declare_parameter("executed_path_length", 300, ParameterDescriptor(read_only=True,
             description="joint states kept for the executed path", integer_range=[IntegerRange(from_value=2,
                                                                                                  to_value=100000)]))
-        self.declare_parameter("joint_states_topic", "/joint_states", ParameterDescriptor(read_only=True, description="joint states"))
+        self.declare_parameter("joint_states_topic", topics.JOINT_STATES, ParameterDescriptor(read_only=True, description="joint states"))
         robot = load_robot_config(self.get_parameter("robot_config").value)
         self.frame_id = robot.base_frame
         self.joint_names = robot.command_joints
         self.joint_states = JointStateMerger(self.joint_names)
         self.scene = MarkerScene(BimanualKinematics(robot), int(self.get_parameter("executed_path_length").value))
         self.rejected = 0
-        self.publisher = self.create_publisher(MarkerArray, "markers", 10)
-        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk,
-                                 QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self.publisher = self.create_publisher(MarkerArray, topics.MARKERS, STATUS_QOS)
+        self.create_subscription(ActionChunk, topics.ACTION_CHUNK, self._on_chunk, CHUNK_QOS)
         self.create_subscription(JointState, self.get_parameter("joint_states_topic").value, self._on_joints,
-                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
-        self.create_subscription(SafetyStatus, "safety_status", self._on_safety, 10)
+                                 JOINT_STATES_QOS)
+        self.create_subscription(SafetyStatus, topics.SAFETY_STATUS, self._on_safety, STATUS_QOS)
         self.create_timer(1.0 / float(self.get_parameter("publish_rate").value), self._publish)
 
     def _reject(self, what: str, error: Exception):

@@ -18,17 +18,18 @@ from dataclasses import fields
 from typing import TypeVar
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
+from wall_oss_core import topics
 from wall_oss_core.policy.instruction import InstructionDeliveries
+from wall_oss_ros.graph import INSTRUCTION_SUBSCRIPTION_QOS
 
 Params = TypeVar("Params")
 STARTUP_ERROR_EXIT = 2
@@ -99,26 +100,15 @@ def _construct_and_spin(make_node: Callable[[], Node], name: str, stop: threadin
     return 0
 
 
-def subscribe_instructions(node: Node, callback: Callable[[String], None], topic: str = "instruction") -> None:
+def subscribe_instructions(node: Node, callback: Callable[[String], None], topic: str = topics.INSTRUCTION) -> None:
     """Instructions from latched (transient-local) and plain (volatile, e.g. `ros2 topic pub`) publishers
     alike: one subscription of each durability, each message passed to `callback` in order (see
     InstructionDeliveries for which subscription counts when)."""
     deliveries = InstructionDeliveries()
-    for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
-        latched = durability == DurabilityPolicy.TRANSIENT_LOCAL
+    for qos in INSTRUCTION_SUBSCRIPTION_QOS:
+        latched = qos.durability == DurabilityPolicy.TRANSIENT_LOCAL
         node.create_subscription(
-            String, topic, lambda msg, latched=latched: callback(msg) if deliveries.accept(latched) else None,
-            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
-
-
-def diagnostic_array(node: Node, status_name: str, level: bytes, message: str, values) -> DiagnosticArray:
-    """A one-status /diagnostics message; `values` is an iterable of (key, value) pairs."""
-    status = DiagnosticStatus(level=level, name=f"{node.get_fully_qualified_name()}: {status_name}",
-                              message=message, hardware_id="wall_oss",
-                              values=[KeyValue(key=str(key), value=str(value)) for key, value in values])
-    msg = DiagnosticArray(status=[status])
-    msg.header.stamp = node.get_clock().now().to_msg()
-    return msg
+            String, topic, lambda msg, latched=latched: callback(msg) if deliveries.accept(latched) else None, qos)
 
 
 def declare_dataclass_parameters(node: Node, params_type: type[Params],

@@ -16,16 +16,16 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 from wall_oss.msg import ActionChunk
 
+from wall_oss_core import topics
 from wall_oss_core.backends.replay import ALIGNMENTS, ReplayPolicy, replay_policy_from_path
 from wall_oss_core.policy.images import ImageError, compressed_msg_to_rgb, image_msg_to_rgb
 from wall_oss_core.policy.instruction import InstructionError, validate_instruction
@@ -36,6 +36,7 @@ from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.demo_trajectory import DemoTrajectory
 from wall_oss_core.topics import SIM_OBJECT_POSES
 from wall_oss_ros.conversions import chunk_to_msg, markers_to_object_poses, stamp_to_seconds
+from wall_oss_ros.graph import CHUNK_QOS, IMAGE_QOS, JOINT_STATES_QOS, STATUS_QOS, diagnostic_array
 from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node, subscribe_instructions
 
 # scripted: the sim's expert (MuJoCo robots, privileged object poses); demonstration: a built-in
@@ -43,8 +44,6 @@ from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node, su
 BACKENDS = ("scripted", "demonstration", "replay", "wall_oss")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 DTYPES = ("float32", "bfloat16", "float16")
-CHUNK_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-JOINT_STATE_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)  # matches reliable publishers too
 LATENCY_WINDOW = 100  # inferences the latency percentiles are taken over
 IDLE_POLL = 0.1  # [s] the worker re-checks freshness this often even when no input arrives
 
@@ -65,7 +64,7 @@ class PolicyNodeParams:
     action_dt: float = 1.0 / 32.0
     num_threads: int = 0
     image_transport: str = "raw"
-    joint_states_topic: str = "/joint_states"
+    joint_states_topic: str = topics.JOINT_STATES
     camera_max_age: float = 0.5
     joint_state_max_age: float = 0.2
     max_clock_skew: float = 0.05
@@ -198,18 +197,18 @@ class PolicyNode(Node):
         self._instruction_lock = threading.Lock()
         self._chunk_id = 0
 
-        self._chunk_pub = self.create_publisher(ActionChunk, "action_chunk", CHUNK_QOS)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._chunk_pub = self.create_publisher(ActionChunk, topics.ACTION_CHUNK, CHUNK_QOS)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, STATUS_QOS)
         for camera in self.robot.cameras:
             if self.params.image_transport == "raw":
                 self.create_subscription(Image, camera.topic,
                                          lambda msg, c=camera.name: self._on_image(c, msg, image_msg_to_rgb),
-                                         qos_profile_sensor_data)
+                                         IMAGE_QOS)
             else:
                 self.create_subscription(CompressedImage, camera.topic + "/compressed",
                                          lambda msg, c=camera.name: self._on_image(c, msg, compressed_msg_to_rgb),
-                                         qos_profile_sensor_data)
-        self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATE_QOS)
+                                         IMAGE_QOS)
+        self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state, JOINT_STATES_QOS)
         subscribe_instructions(self, self._on_instruction)
         backend = getattr(self.policy, "policy", self.policy)  # under a DelayedPolicy
         self._object_feed = getattr(backend, "object_poses", None) if self.params.backend == "scripted" else None
@@ -351,7 +350,7 @@ class PolicyNode(Node):
     # ---------------------------------------------------------------------------------------------
     # diagnostics (executor thread)
 
-    def diagnostic_status(self) -> DiagnosticStatus:
+    def _publish_diagnostics(self) -> None:
         with self._instruction_lock:
             instruction = self._instruction
         stats = self.stats
@@ -379,15 +378,7 @@ class PolicyNode(Node):
             level, message = DiagnosticStatus.OK, f"publishing chunks ({values['chunks_published']} so far)"
         else:
             level, message = DiagnosticStatus.WARN, f"no chunks: {values['waiting_for']}"
-        return DiagnosticStatus(level=level, name=self.get_fully_qualified_name(), message=message,
-                                hardware_id=self.params.backend,
-                                values=[KeyValue(key=key, value=value) for key, value in values.items()])
-
-    def _publish_diagnostics(self) -> None:
-        msg = DiagnosticArray()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.status = [self.diagnostic_status()]
-        self._diagnostics_pub.publish(msg)
+        self._diagnostics_pub.publish(diagnostic_array(self, "policy", level, message, values.items()))
 
     def destroy_node(self):
         """Stop the worker first; an inference in flight finishes in the background (the thread is a daemon)."""

@@ -23,20 +23,21 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Empty, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from wall_oss.msg import SafetyStatus
 
+from wall_oss_core import topics
 from wall_oss_core.control.safety import EstopLatchFile, SafetyConfig, SafetyOutput, SafetyState, SafetySupervisor
 from wall_oss_core.policy.observation import JointStateMerger
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_ros.controller_joints import ControllerJointsCheck
 from wall_oss_ros.conversions import joint_state_to_vector, merge_joint_state, stamp_to_seconds
-from wall_oss_ros.node_runtime import diagnostic_array, run_node
+from wall_oss_ros.graph import COMMAND_QOS, ESTOP_SUBSCRIPTION_QOS, JOINT_STATES_QOS, STATUS_QOS, diagnostic_array
+from wall_oss_ros.node_runtime import run_node
 
 _DIAGNOSTIC_LEVEL = {
     SafetyState.OK: DiagnosticStatus.OK,
@@ -113,7 +114,7 @@ def declare_parameters(node: Node) -> SupervisorNodeParams:
                                       "rejects every command while the arm moves"),
         verify_controller_joints=declare("verify_controller_joints", False, "command a controller only after its "
                                          "joints parameter (ros2_control) matched the robot config's joint order"),
-        joint_states_topic=declare("joint_states_topic", "/joint_states", "measured joint states topic"),
+        joint_states_topic=declare("joint_states_topic", topics.JOINT_STATES, "measured joint states topic"),
         jerk_revolute=declare("jerk_revolute", 0.0, "jerk limit of the arm joints, also while braking [rad/s^3]; "
                               "0: the robot config's max_jerk", floating_point_range=_float_range(0.0, 1e5)),
         jerk_gripper=declare("jerk_gripper", 0.0, "jerk limit of the gripper joints [m/s^3]; 0: the robot "
@@ -183,35 +184,33 @@ class SafetySupervisorNode(Node):
         self.joint_states = JointStateMerger(self.joint_names)
         self.trajectory_mode = robot.controller_interface == "joint_trajectory"
 
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.controllers = []
         for arm in robot.arms:
             groups = ((arm.controller, arm.joints), (arm.gripper_controller, (arm.gripper_joint,)))
             for controller, joints in groups:
-                message, suffix = (JointTrajectory, "joint_trajectory") if self.trajectory_mode else \
-                    (Float64MultiArray, "commands")
+                message, kind = (JointTrajectory, topics.CONTROLLER_TRAJECTORY) if self.trajectory_mode else \
+                    (Float64MultiArray, topics.CONTROLLER_COMMANDS)
                 self.controllers.append(_ControllerOutput(
-                    controller, self.create_publisher(message, f"/{controller}/{suffix}", reliable), tuple(joints),
+                    controller, self.create_publisher(message, topics.controller_topic(controller, kind), COMMAND_QOS), tuple(joints),
                     np.array([self.joint_names.index(j) for j in joints])))
         self.joints_check = ControllerJointsCheck(self, {c.name: c.joints for c in self.controllers}) \
             if self.params.verify_controller_joints else None
-        self.status_publisher = self.create_publisher(SafetyStatus, "safety_status", reliable)
-        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+        self.status_publisher = self.create_publisher(SafetyStatus, topics.SAFETY_STATUS, STATUS_QOS)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, STATUS_QOS)
 
-        self.create_subscription(JointState, "candidate_command", self._on_candidate, reliable)
+        self.create_subscription(JointState, topics.CANDIDATE_COMMAND, self._on_candidate, COMMAND_QOS)
         self.create_subscription(JointState, self.params.joint_states_topic, self._on_joint_state,
-                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+                                 JOINT_STATES_QOS)
         # reliable + transient local: a press made before this node (re)started or subscribed still
         # arrives from a transient-local e-stop publisher. DDS does not match a transient-local
         # subscription with a volatile publisher (`ros2 topic pub` and most nodes by default), so a
         # second, volatile subscription takes those; a transient-local publisher reaches both, which
         # only repeats the same input.
-        for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
-            self.create_subscription(Bool, "estop", self._on_estop, QoSProfile(
-                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=durability))
+        for qos in ESTOP_SUBSCRIPTION_QOS:
+            self.create_subscription(Bool, topics.ESTOP, self._on_estop, qos)
         if p.heartbeat_timeout > 0:
-            self.create_subscription(Empty, "estop_heartbeat", lambda _: self.supervisor.on_heartbeat(self._now()),
-                                     reliable)
+            self.create_subscription(Empty, topics.ESTOP_HEARTBEAT,
+                                     lambda _: self.supervisor.on_heartbeat(self._now()), STATUS_QOS)
         self.create_service(Trigger, "trigger_estop", self._on_trigger_estop)
         self.create_service(Trigger, "reset_estop", self._on_reset_estop)
 
@@ -236,7 +235,7 @@ class SafetySupervisorNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _count_candidate_publishers(self):
-        self.supervisor.set_candidate_publishers(self._now(), self.count_publishers("candidate_command"))
+        self.supervisor.set_candidate_publishers(self._now(), self.count_publishers(topics.CANDIDATE_COMMAND))
 
     # ------------------------------------------------------------------------------------- inputs
     def _on_joint_state(self, msg: JointState):

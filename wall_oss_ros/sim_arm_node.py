@@ -27,13 +27,13 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
+from wall_oss_core import topics
 from wall_oss_core.robot.config import default_config_path, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.clock import SimulatedClock
@@ -46,9 +46,9 @@ from wall_oss_core.sim.kinematic_arm import (
 )
 from wall_oss_core.topics import INSTRUCTION, SIM_OBJECT_POSES, SIM_TASK_PROGRESS, SIM_TASK_STAGE, qualified
 from wall_oss_ros.conversions import object_poses_to_markers, seconds_to_stamp, stamp_to_seconds
+from wall_oss_ros.graph import CLOCK_QOS, COMMAND_QOS, IMAGE_QOS, JOINT_STATES_PUBLISHER_QOS, SIM_TASK_QOS
 from wall_oss_ros.node_runtime import declare_dataclass_parameters, run_node, subscribe_instructions
 
-COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 MAX_STEP = 0.05  # [s] a stalled process integrates at most this much at once instead of jumping
 
 
@@ -58,7 +58,7 @@ class SimArmParams:
 
     robot_config: str = ""
     physics_rate_hz: float = 250.0
-    joint_states_topic: str = "/joint_states"
+    joint_states_topic: str = topics.JOINT_STATES
     lag_time_constant: float = 0.03
     acceleration_headroom: float = 3.0
     camera_rate_hz: float = 15.0
@@ -142,15 +142,15 @@ class SimArmNode(Node):
         mimic = [(m, self.kinematics.gripper_index(arm.name)) for arm in self.robot.arms for m in arm.gripper_mimic_joints]
         self._state_names = list(self.robot.command_joints) + [name for name, _ in mimic]
         self._state_order = np.array(list(range(len(self.robot.command_joints))) + [index for _, index in mimic])
-        self._joint_state_pub = self.create_publisher(JointState, self.params.joint_states_topic, 10)
+        self._joint_state_pub = self.create_publisher(JointState, self.params.joint_states_topic, JOINT_STATES_PUBLISHER_QOS)
 
         self._controller_joints = self._controller_layout()
         for controller in self._controller_joints:
             if self.robot.controller_interface == "forward_command":
-                self.create_subscription(Float64MultiArray, f"/{controller}/commands",
+                self.create_subscription(Float64MultiArray, topics.controller_topic(controller, topics.CONTROLLER_COMMANDS),
                                          lambda msg, c=controller: self._on_forward_command(c, msg), COMMAND_QOS)
             else:
-                self.create_subscription(JointTrajectory, f"/{controller}/joint_trajectory",
+                self.create_subscription(JointTrajectory, topics.controller_topic(controller, topics.CONTROLLER_TRAJECTORY),
                                          lambda msg, c=controller: self._on_trajectory(c, msg), COMMAND_QOS)
 
         if self.scorer is not None:
@@ -159,8 +159,7 @@ class SimArmNode(Node):
         self._sim_clock = None
         if self.params.publish_clock:
             self._sim_clock = SimulatedClock(time.time(), self.params.real_time_factor, MAX_STEP)
-            self._clock_pub = self.create_publisher(Clock, "/clock", QoSProfile(depth=1,
-                                                                                reliability=ReliabilityPolicy.RELIABLE))
+            self._clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS)
         # a wall-clock timer: the sim drives time (with publish_clock) and must not wait for it
         self.create_timer(1.0 / self.params.physics_rate_hz, self._on_physics_tick, clock=RosClock(clock_type=ClockType.STEADY_TIME))
         if self.params.camera_rate_hz > 0 and (self.params.publish_raw_images or self.params.publish_compressed_images):
@@ -258,8 +257,7 @@ class SimArmNode(Node):
     # task progress and privileged object poses (MuJoCo scenes)
 
     def _start_scoring(self) -> None:
-        latched = QoSProfile(depth=16, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = SIM_TASK_QOS
         self._progress_pub = self.create_publisher(Float64, SIM_TASK_PROGRESS, latched)
         self._stage_pub = self.create_publisher(String, SIM_TASK_STAGE, latched)
         self._objects_pub = self.create_publisher(MarkerArray, SIM_OBJECT_POSES, 10)
@@ -306,8 +304,8 @@ class SimArmNode(Node):
         self._cameras = CameraProcess(str(self.robot.source), settings)
         self._camera_pubs = {}
         for camera in self.robot.cameras:
-            raw = self.create_publisher(Image, camera.topic, qos_profile_sensor_data) if settings.raw else None
-            compressed = (self.create_publisher(CompressedImage, camera.topic + "/compressed", qos_profile_sensor_data)
+            raw = self.create_publisher(Image, camera.topic, IMAGE_QOS) if settings.raw else None
+            compressed = (self.create_publisher(CompressedImage, camera.topic + "/compressed", IMAGE_QOS)
                           if settings.jpeg else None)
             self._camera_pubs[camera.name] = (camera.frame, raw, compressed)
         self._camera_thread = threading.Thread(target=self._camera_loop, name="sim_cameras", daemon=True)

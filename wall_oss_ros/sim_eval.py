@@ -109,11 +109,12 @@ class _EpisodeObserver:
     def __init__(self, monitor: EpisodeMonitor, domain_id: int, face_topic: str):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import Image
         from std_msgs.msg import String
         from wall_oss.msg import ActionChunk, SafetyStatus
+
+        from wall_oss_ros.graph import CLOCK_QOS, IMAGE_QOS, INSTRUCTION_PUBLISHER_QOS, SIM_TASK_QOS, STATUS_QOS
 
         self.monitor = monitor
         self.frames: list[np.ndarray] = []
@@ -124,18 +125,15 @@ class _EpisodeObserver:
         self.node = rclpy.create_node("wall_oss_sim_eval", context=self.context)
         self.executor = _executor_for(self.context)
         self.executor.add_node(self.node)
-        latched = QoSProfile(depth=16, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.instruction_pub = self.node.create_publisher(
-            String, qualified(INSTRUCTION), QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.node.create_subscription(Clock, "/clock", self._on_clock, QoSProfile(depth=1,
-                                                                                reliability=ReliabilityPolicy.RELIABLE))
-        self.node.create_subscription(String, SIM_TASK_STAGE, lambda m: monitor.on_stage(m.data, self.now), latched)
+            String, qualified(INSTRUCTION), INSTRUCTION_PUBLISHER_QOS)
+        self.node.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
+        self.node.create_subscription(String, SIM_TASK_STAGE, lambda m: monitor.on_stage(m.data, self.now), SIM_TASK_QOS)
         self.node.create_subscription(ActionChunk, qualified(ACTION_CHUNK),
                                       lambda m: monitor.on_chunk(m.inference_latency, self.now), 10)
-        self.node.create_subscription(SafetyStatus, qualified(SAFETY_STATUS), self._on_safety, 10)
+        self.node.create_subscription(SafetyStatus, qualified(SAFETY_STATUS), self._on_safety, STATUS_QOS)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.node.create_subscription(Image, face_topic, self._on_frame, qos_profile_sensor_data)
+        self.node.create_subscription(Image, face_topic, self._on_frame, IMAGE_QOS)
 
     def _on_clock(self, msg) -> None:
         self.now = msg.clock.sec + msg.clock.nanosec * 1e-9

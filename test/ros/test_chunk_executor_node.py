@@ -123,22 +123,28 @@ def test_follows_chunks_skips_elapsed_actions_rejects_bad_ones_and_holds(node_pr
     rig.publish_chunk(Chunk(elbow_ramp(times, stamp, speed), dt, "joint_position", list(ROBOT.command_joints),
                             stamp))
     rig.wait(lambda: rig.counter("chunks_accepted") == 1, "chunk accepted")
-    # accepted more than 0.15 s after the stamp (so actions 0..3 elapsed) and well within 0.4 s
-    assert 4 <= rig.counter("actions_skipped") <= 8
-    # bad chunks while the good one runs: rejected, counted, and the command goes on undisturbed
+    # accepted more than 0.15 s after the stamp: actions 0..3 elapsed and were skipped (how much later it was
+    # accepted depends on the load on this machine, so the count has no upper bound here)
+    assert rig.counter("actions_skipped") >= 4
+    # bad chunks while the good one runs: each one sent after the previous one's rejection was counted (so
+    # none is superseded), each rejected for its own reason, and the command goes on undisturbed
     now = rig.now()
     nan_targets = elbow_ramp(now + dt * np.arange(10), stamp, speed)
     nan_targets[2, ELBOW] = math.nan
-    rig.publish_chunk(Chunk(nan_targets, dt, "joint_position", list(ROBOT.command_joints), now))
-    rig.publish_chunk(Chunk(np.tile(HOME[:13], (10, 1)), dt, "joint_position", list(ROBOT.command_joints[:13]), now))
-    rig.publish_chunk(Chunk(elbow_ramp(stamp - 0.05 + dt * np.arange(horizon), stamp, speed), dt, "joint_position",
-                            list(ROBOT.command_joints), stamp - 0.05))
-    rig.wait(lambda: rig.counter("rejected_invalid_message") + rig.counter("rejected_wrong_dimensions")
-             + rig.counter("rejected_reordered") + rig.counter("rejected_superseded") >= 3, "three rejections counted")
-    # the worker skips a chunk superseded by the next one before it started on it; every chunk it
-    # does take is rejected for its own reason
-    assert rig.counter("rejected_reordered") == 1
-    assert rig.counter("rejected_invalid_message") + rig.counter("rejected_superseded") >= 1
+    bad_chunks = [
+        ("rejected_invalid_message", Chunk(nan_targets, dt, "joint_position", list(ROBOT.command_joints), now)),
+        ("rejected_wrong_dimensions", Chunk(np.tile(HOME[:13], (10, 1)), dt, "joint_position",
+                                            list(ROBOT.command_joints[:13]), now)),
+        ("rejected_reordered", Chunk(elbow_ramp(stamp - 0.05 + dt * np.arange(horizon), stamp, speed), dt,
+                                     "joint_position", list(ROBOT.command_joints), stamp - 0.05)),
+    ]
+    for reason, chunk in bad_chunks:
+        rig.publish_chunk(chunk)
+        rig.wait(lambda reason=reason: rig.counter(reason) == 1, f"the chunk counted as {reason}")
+    rig.wait_fresh_diagnostics()
+    assert {reason: rig.counter(reason) for reason, _ in bad_chunks} == dict.fromkeys(
+        (reason for reason, _ in bad_chunks), 1)
+    assert rig.counter("rejected_superseded") == 0
     assert rig.counter("chunks_accepted") == 1 and rig.counter("chunks_rejected") == 3
 
     # once converged (well within 1 s from rest onto a 0.3 rad/s motion) the candidates are on the motion

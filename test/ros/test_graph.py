@@ -17,7 +17,8 @@ from wall_oss_core.backends.replay import save_recording
 from wall_oss_core.robot.config import load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
-from wall_oss_ros.launch_runner import LaunchRunner, plan_launch, resolve_launch_file
+from wall_oss_ros.launch_plan import plan_launch, resolve_launch_file
+from wall_oss_ros.launch_runner import LaunchRunner
 
 RATE_HZ = 200.0
 HOLD_STATES = {2, 3}  # SafetyStatus.STATE_HOLD, STATE_ESTOP
@@ -113,8 +114,10 @@ def graph(tmp_path_factory):
     finally:
         probe.close()
         runner.stop()
+        # every node exits 0 on SIGINT; -9 only for a node a test killed (one that hangs on SIGINT is SIGKILLed
+        # by the runner, -9 as well, and fails here)
         dead = [f"{name}: {process.returncode}" for name, process in runner.processes.items()
-                if process.returncode not in (0, -9)]
+                if process.returncode != (-9 if name in runner.killed else 0)]
         assert not dead, f"nodes exited badly at shutdown: {dead}; logs in {scratch / 'logs'}"
 
 
@@ -147,6 +150,32 @@ def test_launched_graph_moves_the_simulated_arm(graph):
     except AssertionError as error:
         raise AssertionError(f"{error}\n{_graph_logs(runner)}") from None
     assert probe.status is not None and probe.status.state in (0, 1)
+    assert runner.dead_node() is None
+
+
+def test_only_the_supervisor_publishes_to_the_controllers(graph):
+    """The executor publishes candidate commands and nothing a controller listens to; the supervisor is the
+    one publisher of every controller topic (as seen by DDS discovery in the launched graph)."""
+    from wall_oss_core import topics
+
+    runner, probe, robot = graph
+    node = probe.node
+    controller_topics = [topics.controller_topic(controller, topics.CONTROLLER_COMMANDS)
+                         for arm in robot.arms for controller in (arm.controller, arm.gripper_controller)]
+    candidate = topics.qualified(topics.CANDIDATE_COMMAND)
+
+    def publishers(topic):
+        return {(info.node_namespace, info.node_name) for info in node.get_publishers_info_by_topic(topic)}
+
+    def discovered():
+        return publishers(candidate) and all(publishers(topic) for topic in controller_topics)
+
+    probe.wait(discovered, 30, "the candidate and controller publishers discovered")
+    assert publishers(candidate) == {("/wall_oss", "chunk_executor")}
+    for topic in controller_topics:
+        assert publishers(topic) == {("/wall_oss", "safety_supervisor")}, topic
+    executor_topics = {name for name, _ in node.get_publisher_names_and_types_by_node("chunk_executor", "/wall_oss")}
+    assert executor_topics == {candidate, topics.DIAGNOSTICS, "/rosout", "/parameter_events"}
     assert runner.dead_node() is None
 
 

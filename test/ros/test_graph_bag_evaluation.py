@@ -26,7 +26,8 @@ from wall_oss_core.robot.config import RobotConfig, load_robot_config
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.demo_trajectory import DEMO_INSTRUCTION, DemoTrajectory
 from wall_oss_core.sim.kinematic_arm import ArmDynamicsConfig
-from wall_oss_ros.launch_runner import LaunchRunner, plan_launch, resolve_launch_file
+from wall_oss_ros.launch_plan import plan_launch, resolve_launch_file
+from wall_oss_ros.launch_runner import LaunchRunner
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -227,3 +227,52 @@ def test_wall_oss_backend_serves_model_chunks(ros_node, node_processes):
     assert policy.alive()
     assert policy.stop() == 0  # Ctrl-C, usually with an inference in flight
     assert "Traceback" not in policy.log_path.read_text()
+
+
+def test_one_inference_at_a_time_while_callbacks_keep_flowing(ros_node, node_processes):
+    """The model backend on the CPU (the tiny golden checkpoint) is the slow inference. The node runs it on
+    one worker thread: inferences never overlap, and the executor keeps taking joint states (bad ones,
+    counted as rejected) and publishing /diagnostics while one is in flight.
+
+    No overlap, from clocks the test can read: a chunk's observation stamp is no later than the start of
+    its inference and its receipt no earlier than the end, so one-at-a-time inferences fit, latencies
+    summed, between the first chunk's stamp and the last chunk's receipt; overlapping ones would not."""
+    checkpoint = ROBOT_CONFIG.parents[1] / "test" / "data" / "golden" / "wall_oss_05" / "checkpoint"
+    rig = Rig(ros_node)
+    received: list[tuple[float, ActionChunk]] = []  # (receipt time, chunk)
+    samples: list[tuple[int, int]] = []  # (chunks_published, rejected joint states) per /diagnostics message
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if "policy_node" in status.name:
+                values = {kv.key: kv.value for kv in status.values}
+                samples.append((int(values["chunks_published"]), int(values.get("rejected.joint_state.nan_joints", 0))))
+
+    ros_node.create_subscription(ActionChunk, "/action_chunk",
+                                 lambda msg: received.append((ros_node.get_clock().now().nanoseconds * 1e-9, msg)),
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    ros_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 100)
+    bad_joint_states = ros_node.create_publisher(JointState, "/joint_states", 10)
+    rig.instruct("pick up the red cube")
+    node_processes(MODULE, params={"robot_config": str(ROBOT_CONFIG), "backend": "wall_oss",
+                                   "checkpoint": str(checkpoint), "device": "cpu", "dtype": "float32",
+                                   "diagnostics_period": 0.05, "min_inference_period": 0.0})
+    nan_state = np.full(len(ROBOT.command_joints), np.nan)
+
+    def poll():
+        rig.poll()
+        bad_joint_states.publish(vector_to_joint_state(ROBOT.command_joints, nan_state,
+                                                       stamp=ros_node.get_clock().now().to_msg()))
+
+    wait_for(lambda: len(received) >= 6, 120.0, poll=poll, message="six model chunks")
+    ids = [msg.chunk_id for _, msg in received]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+    latencies = [msg.inference_latency for _, msg in received]
+    first_stamp = stamp_to_seconds(received[0][1].header.stamp)
+    # (latencies are on the monotonic clock, stamps on the system clock: 0.1 % covers an NTP slew)
+    assert sum(latencies) <= 1.001 * (received[-1][0] - first_stamp), (latencies, received[-1][0] - first_stamp)
+    # between two chunks (one inference in flight) the joint-state callback kept rejecting and the timer kept
+    # reporting: several /diagnostics messages with the same chunk count and a growing rejection count
+    for published in range(2, 5):
+        during = [rejected for chunks, rejected in samples if chunks == published]
+        assert len(during) >= 2 and during[-1] > during[0], (published, during)
