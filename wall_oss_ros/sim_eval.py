@@ -37,7 +37,7 @@ from wall_oss_core.evaluation.closed_loop import (
     write_video,
 )
 from wall_oss_core.paths import share_file
-from wall_oss_core.topics import ACTION_CHUNK, INSTRUCTION, SAFETY_STATUS, SIM_TASK_STAGE, qualified
+from wall_oss_core.topics import ACTION_CHUNK, DIAGNOSTICS, INSTRUCTION, SAFETY_STATUS, SIM_TASK_STAGE, qualified
 from wall_oss_ros.launch_runner import LaunchRunner, plan_launch, resolve_launch_file
 
 ROBOT_CONFIG = "config/aloha.yaml"
@@ -132,7 +132,7 @@ class _EpisodeObserver:
         self.node.create_subscription(ActionChunk, qualified(ACTION_CHUNK),
                                       lambda m: monitor.on_chunk(m.inference_latency, self.now), 10)
         self.node.create_subscription(SafetyStatus, qualified(SAFETY_STATUS), self._on_safety, STATUS_QOS)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.node.create_subscription(DiagnosticArray, DIAGNOSTICS, self._on_diagnostics, 10)
         self.node.create_subscription(Image, face_topic, self._on_frame, IMAGE_QOS)
 
     def _on_clock(self, msg) -> None:
