@@ -3,7 +3,11 @@
 Observation -> Wall-OSS state schema (per arm absolute EE xyz, 6D rotation = top two rows of R,
 gripper; left then right; 0.5 adds 6 unused zero dims) -> pipeline -> unnormalized chunk in the
 Wall-OSS standard relative EE action space (26 names; flow's 20 dims are its first 20, the tail
-is published as zeros). Every failure is raised as `PolicyError` with the reason.
+is published as zeros). A checkpoint trained on a joint-position dataset (state and action named by
+the same robot joints, as `wall-oss collect` on ALOHA writes them) reads those joints and emits
+`joint_position` chunks instead. A trained checkpoint records its dataset's `dataset_fps`: its
+actions are one frame apart, so the chunk's time step is 1/fps. Every failure is raised as
+`PolicyError` with the reason.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ import torch
 
 from wall_oss_core.policy.action_space import ARMS, WALL_OSS_DIM, ee_state_vector, wall_oss_names
 from wall_oss_core.policy.interface import Chunk, Observation, PolicyError
+from wall_oss_core.policy.observation import InputRejected, select_joints
 
 ACTION_SPACE = "wall_oss_ee_relative"
+JOINT_ACTION_SPACE = "joint_position"
 FLOW_DIM = 20
 # Flow checkpoints name their schema with dof/agent_pos configs; this is the standard EE layout.
 _FLOW_SCHEMA = [f"{arm}_{part}_{index}" for arm in ARMS
@@ -32,7 +38,9 @@ class WallOssPolicyConfig:
     checkpoint_dir: str
     dtype: str = "float32"
     device: str = "cpu"
-    action_dt: float = 1.0 / 32.0  # seconds between actions; a 32-action chunk covers about one second
+    # seconds between actions for checkpoints that do not record their dataset_fps (a trained
+    # checkpoint's 1/fps always wins: its actions are one dataset frame apart)
+    action_dt: float = 1.0 / 32.0
     seed: int | None = None  # flow-noise seed (a reproducible sequence of chunks); None: fresh noise
     num_threads: int | None = None  # torch CPU threads for inference; None: torch's default
     camera_names: tuple[str, ...] | None = None  # prompt camera order when the checkpoint names none
@@ -47,8 +55,6 @@ def _schema_matches(names: list[str], expected: list[str], generic_prefix: str) 
 
 class WallOssPolicy:
     """Runs a local Wall-OSS checkpoint; `predict` is called on the node's worker thread."""
-
-    action_space = ACTION_SPACE
 
     def __init__(self, config: WallOssPolicyConfig):
         from wall_oss_core.model.pipeline import WallOssPipeline
@@ -65,10 +71,19 @@ class WallOssPolicy:
             )
         except Exception as error:  # any loading failure is reported to the node, never fatal
             raise PolicyError(f"cannot load Wall-OSS checkpoint {config.checkpoint_dir}: {error}") from error
-        self.generation = self.pipeline.spec.generation
-        self._state_width = len(self.pipeline.spec.state_names)
-        self._check_schema()
-        self.action_names = wall_oss_names(relative=True)
+        spec = self.pipeline.spec
+        self.generation = spec.generation
+        self._state_width = len(spec.state_names)
+        fps = self.pipeline.config.policy_fields.get("dataset_fps")
+        self.action_dt = 1.0 / float(fps) if fps else config.action_dt
+        # joint space: state and actions named by the same robot joints (the EE schema names its state
+        # absolute and its actions relative, generic names are state_i / action_i)
+        self.joint_space = spec.state_names == spec.action_names
+        if self.joint_space:
+            self.action_space, self.action_names = JOINT_ACTION_SPACE, list(spec.action_names)
+        else:
+            self._check_schema()
+            self.action_space, self.action_names = ACTION_SPACE, wall_oss_names(relative=True)
         self.camera_names = self.pipeline.spec.camera_names
         self._generator = None
         if config.seed is not None:
@@ -90,7 +105,14 @@ class WallOssPolicy:
             )
 
     def state_vector(self, observation: Observation) -> np.ndarray:
-        """The checkpoint's raw state for this observation (26 or, for flow, the first 20 dims)."""
+        """The checkpoint's raw state for this observation (26 or, for flow, the first 20 dims; the named
+        joints for a joint-space checkpoint)."""
+        if self.joint_space:
+            try:
+                return select_joints(observation.joint_names, observation.joint_positions,
+                                     tuple(self.pipeline.spec.state_names))
+            except InputRejected as error:
+                raise PolicyError(f"joint-space checkpoint: {error}") from error
         for arm in ARMS:
             pose = np.asarray(observation.ee_poses.get(arm) if observation.ee_poses else None, dtype=float)
             if pose.shape != (4, 4) or not np.isfinite(pose).all():
@@ -115,13 +137,13 @@ class WallOssPolicy:
             except (ValueError, RuntimeError) as error:
                 raise PolicyError(f"Wall-OSS inference failed: {error}") from error
         latency = time.perf_counter() - started
-        chunk = np.zeros((actions.shape[1], WALL_OSS_DIM))
+        chunk = np.zeros((actions.shape[1], len(self.action_names) if self.joint_space else WALL_OSS_DIM))
         chunk[:, : actions.shape[2]] = actions[0].double().numpy()
         if not np.isfinite(chunk).all():
             raise PolicyError("Wall-OSS produced non-finite actions")
         return Chunk(
             actions=chunk,
-            dt=self.config.action_dt,
+            dt=self.action_dt,
             action_space=self.action_space,
             action_names=list(self.action_names),
             stamp=observation.stamp,
