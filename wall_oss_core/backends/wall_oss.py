@@ -42,6 +42,10 @@ class WallOssPolicyConfig:
     # checkpoint's 1/fps always wins: its actions are one dataset frame apart)
     action_dt: float = 1.0 / 32.0
     seed: int | None = None  # flow-noise seed (a reproducible sequence of chunks); None: fresh noise
+    # initial flow noise × this: 0 integrates the flow from the prior's mean (one deterministic, smooth chunk per
+    # observation, as ACT samples its CVAE at the prior mean); None: the checkpoint's `inference_noise_scale`
+    # when it records one, else 1 (the sampler as trained)
+    noise_scale: float | None = None
     num_threads: int | None = None  # torch CPU threads for inference; None: torch's default
     camera_names: tuple[str, ...] | None = None  # prompt camera order when the checkpoint names none
     robot: str | None = None  # statistics to use when an author checkpoint holds several robots
@@ -76,6 +80,10 @@ class WallOssPolicy:
         self._state_width = len(spec.state_names)
         fps = self.pipeline.config.policy_fields.get("dataset_fps")
         self.action_dt = 1.0 / float(fps) if fps else config.action_dt
+        self.noise_scale = float(config.noise_scale if config.noise_scale is not None
+                                 else self.pipeline.config.policy_fields.get("inference_noise_scale", 1.0))
+        if not self.noise_scale >= 0:
+            raise PolicyError(f"noise_scale must be >= 0, got {self.noise_scale}")
         # joint space: state and actions named by the same robot joints (the EE schema names its state
         # absolute and its actions relative, generic names are state_i / action_i)
         self.joint_space = spec.state_names == spec.action_names
@@ -133,7 +141,13 @@ class WallOssPolicy:
         started = time.perf_counter()
         with self._lock:
             try:
-                actions, _ = self.pipeline(images, state[None], [observation.instruction], generator=self._generator)
+                noise = None
+                if self.noise_scale != 1.0:
+                    spec = self.pipeline.spec
+                    noise = self.noise_scale * torch.randn(1, spec.chunk_size, spec.model_action_dim,
+                                                           generator=self._generator)
+                actions, _ = self.pipeline(images, state[None], [observation.instruction], noise=noise,
+                                           generator=self._generator)
             except (ValueError, RuntimeError) as error:
                 raise PolicyError(f"Wall-OSS inference failed: {error}") from error
         latency = time.perf_counter() - started

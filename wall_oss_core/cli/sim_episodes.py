@@ -22,6 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=12.0, help="sim seconds per episode")
     parser.add_argument("--chunk-period", type=float, default=0.5, help="sim seconds between policy calls")
     parser.add_argument("--policy-seed", type=int, default=0, help="flow-noise seed of the checkpoint")
+    parser.add_argument("--noise-scale", type=float, default=None,
+                        help="initial flow noise scale (0: the prior's mean; default: the checkpoint's, else 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--video", action="store_true", help="a face-camera video per episode in the report")
     parser.add_argument("--out", default=None, help="write metrics.json and report.html here")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             checkpoint = args.checkpoint or str(builtin_checkpoint())
             policy = WallOssPolicy(WallOssPolicyConfig(checkpoint, seed=args.policy_seed,
-                                                       num_threads=args.threads))
+                                                       num_threads=args.threads, noise_scale=args.noise_scale))
             factory, cameras = (lambda sim, kinematics: policy), tuple(policy.camera_names)
             image_size, title = checkpoint_image_size(checkpoint), f"checkpoint {checkpoint}"
         config = SimEvalConfig(tasks=names, episodes=args.episodes, seed=args.seed, duration=args.duration,
