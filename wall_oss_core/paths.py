@@ -16,3 +16,12 @@ def share_file(relative: str) -> Path:
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"{relative} not found in {[str(c) for c in candidates]}")
+
+
+BUILTIN_CHECKPOINT = "checkpoints/wall_oss_aloha"
+
+
+def builtin_checkpoint() -> Path:
+    """The built-in trained checkpoint (a tiny Wall-OSS-0.5 trained on ALOHA expert demonstrations in the sim;
+    its README says how it was made and what it scores): the default policy of `sim-eval` and the demo."""
+    return share_file(BUILTIN_CHECKPOINT)

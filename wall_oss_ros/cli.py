@@ -16,6 +16,8 @@ COMMANDS = {
     "make-checkpoint": ("wall_oss_core.cli.make_checkpoint", "write a tiny/small untrained checkpoint"),
     "eval": ("wall_oss_core.cli.eval", "open-loop evaluation of a checkpoint or replayed chunks on a bag"),
     "train": ("wall_oss_core.cli.train", "train a checkpoint on a LeRobot v3.0 dataset (reference flow objective)"),
+    "collect": ("wall_oss_core.cli.collect", "record scripted-expert demonstrations in the ALOHA sim -> bags + dataset"),
+    "sim-episodes": ("wall_oss_core.cli.sim_episodes", "ROS-free closed-loop evaluation in the ALOHA sim (sim time)"),
     "export-dataset": ("wall_oss_core.cli.export", "bags -> LeRobot dataset (v3.0) with videos and stats"),
     "stats": ("wall_oss_core.cli.export", "normalization statistics (mean/std/q01/q99) from bags"),
     "replay": ("wall_oss_ros.cli_replay", "play a bag into the running graph, record its outputs, compare"),

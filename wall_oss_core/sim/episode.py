@@ -8,10 +8,13 @@ second per episode, and every chunk passes the same executor and supervisor a mo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
 
 from wall_oss_core.control.executor import ChunkExecutor, ExecutorConfig
 from wall_oss_core.control.safety import SafetyConfig, SafetyState, SafetySupervisor
-from wall_oss_core.policy.interface import Observation, Policy
+from wall_oss_core.policy.interface import Chunk, Observation, Policy
 from wall_oss_core.robot.kinematics import BimanualKinematics
 from wall_oss_core.sim.aloha import AlohaSim
 from wall_oss_core.sim.tasks import ProgressTracker
@@ -40,14 +43,24 @@ def observe(sim: AlohaSim, kinematics: BimanualKinematics, instruction: str,
                        instruction=instruction)
 
 
+class TickListener(Protocol):
+    """Sees every control tick of an episode (recording demonstrations, collecting chunk latencies)."""
+
+    def on_tick(self, sim: AlohaSim, instruction: str, chunk: Chunk | None, command: np.ndarray | None) -> None:
+        """Called before the sim steps: `chunk` the policy's chunk when one was asked for at this tick,
+        `command` the positions the supervisor sent to the sim (None when it sent none)."""
+
+
 class EpisodeRunner:
     """One sim, one policy, the executor and the supervisor; `run` continues from where it stopped,
     so an episode can change its instruction between runs (the executor drops the old chunk)."""
 
     def __init__(self, sim: AlohaSim, policy: Policy, kinematics: BimanualKinematics, *,
-                 control_period: float = 0.01, chunk_period: float = 0.5, cameras: tuple[str, ...] = ()):
+                 control_period: float = 0.01, chunk_period: float = 0.5, cameras: tuple[str, ...] = (),
+                 listener: TickListener | None = None):
         self.sim, self.policy, self.kinematics = sim, policy, kinematics
         self.control_period, self.chunk_period, self.cameras = control_period, chunk_period, cameras
+        self.listener = listener
         self.executor = ChunkExecutor(kinematics, ExecutorConfig())
         self.supervisor = SafetySupervisor(kinematics, SafetyConfig(period=control_period))
         self.instruction = ""
@@ -68,6 +81,7 @@ class EpisodeRunner:
             now, joints = sim.time, sim.joint_positions()
             self.executor.on_joint_state(now, joints)
             self.supervisor.on_joint_state(now, joints)
+            chunk = None
             if now >= self._next_chunk - 1e-9:
                 chunk = self.policy.predict(observe(sim, self.kinematics, instruction, self.cameras))
                 if not self.executor.submit(chunk, now):
@@ -85,6 +99,8 @@ class EpisodeRunner:
                 self.max_correction = max(self.max_correction, float(abs(output.positions - command.positions).max()))
             if output.positions is not None:
                 sim.set_command(output.positions)
+            if self.listener is not None:
+                self.listener.on_tick(sim, instruction, chunk, output.positions)
             sim.step(self.control_period)
             tracker.update(sim)
             if time_to_success is None and tracker.success:

@@ -9,6 +9,7 @@ Output directory:
   base/             LoRA only: the initial checkpoint the adapters apply to
   state/            what resuming needs: trainable weights, optimizer, scheduler, RNG states, step
   train_log.jsonl   one line per step: step, loss, lr
+  training_curve.png the loss (and its running mean) and the lr over the steps so far
 The optimizer and schedule follow the Wall-OSS-0.5 configuration: AdamW (betas 0.9/0.95, eps 1e-8, weight decay
 1e-8), linear warmup then cosine decay to `min_lr`, gradient norm clipped to 1.0.
 """
@@ -166,6 +167,32 @@ def save_weights(model: torch.nn.Module, checkpoint: Path) -> None:
     save_file(state, str(checkpoint / "model.safetensors"), metadata={"format": "pt"})
 
 
+def write_training_curve(log_path: Path, png_path: Path, window: int = 50) -> Path:
+    """Loss per step with its running mean (log scale) and the lr, from train_log.jsonl (all segments of a
+    resumed run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    steps = np.array([r["step"] for r in rows])
+    losses = np.array([r["loss"] for r in rows])
+    mean = np.convolve(losses, np.ones(min(window, len(losses))) / min(window, len(losses)), mode="valid")
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True, height_ratios=(3, 1))
+    top.semilogy(steps, losses, color="#bbbbbb", linewidth=0.6, label="loss")
+    top.semilogy(steps[len(steps) - len(mean):], mean, color="#1f77b4", label=f"mean of {min(window, len(losses))}")
+    top.set_ylabel("flow loss (action space)")
+    top.legend()
+    bottom.plot(steps, [r["lr"] for r in rows], color="#d62728")
+    bottom.set_ylabel("lr")
+    bottom.set_xlabel("step")
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=90)
+    plt.close(figure)
+    return png_path
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -269,6 +296,8 @@ class Trainer:
     # ---------------------------------------------------------------- saving and resuming
     def save(self) -> None:
         save_weights(self.model, self.checkpoint)
+        if (self.out / "train_log.jsonl").is_file() and (self.out / "train_log.jsonl").stat().st_size:
+            write_training_curve(self.out / "train_log.jsonl", self.out / "training_curve.png")
         if self.lora is not None:
             save_adapter(self.model, self.lora, self.out / "adapter")
         state_dir = self.out / "state"
