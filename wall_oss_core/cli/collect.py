@@ -12,7 +12,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="new directory: bags/, dataset/, episodes.json")
     parser.add_argument("--seed", type=int, default=0, help="episode k of a task uses scene seed SEED + k")
     parser.add_argument("--image-size", type=int, default=64, help="rendered camera images, PX × PX")
-    parser.add_argument("--fps", type=float, default=10.0, help="camera and dataset frame rate")
+    parser.add_argument("--fps", type=int, default=10, help="camera and dataset frame rate (an integer, as LeRobot stores it)")
     parser.add_argument("--duration", type=float, default=10.0, help="sim seconds per episode")
     parser.add_argument("--min-progress", type=float, default=100.0,
                         help="export only expert episodes reaching this task progress")

@@ -42,7 +42,7 @@ class CollectConfig:
     episodes: int                 # per task
     seed: int = 0                 # episode k of a task uses scene seed `seed + k`
     image_size: int = 64          # rendered camera images are image_size × image_size
-    fps: float = 10.0             # camera (and dataset) frame rate
+    fps: int = 10                 # camera (and dataset) frame rate; LeRobot datasets have integer fps
     duration: float = 10.0        # [s] of sim time per episode (the expert's skills take ≤ 9.5 s)
     video: bool = False           # PNG frames (lossless: a cube covers a few pixels at 64 px) or AV1 videos
     min_progress: float = 100.0   # expert episodes scoring less are recorded but not exported
