@@ -103,7 +103,7 @@ def graph(tmp_path_factory):
     replay = scratch / "demo_chunks.npz"
     save_recording(replay, DemoTrajectory(BimanualKinematics(robot)).recording())
     plan = plan_launch(resolve_launch_file("sim.launch.yaml"),
-                       {"replay_source": str(replay), "rate_hz": f"{RATE_HZ:.1f}", "camera_rate_hz": "10.0",
+                       {"backend": "replay", "replay_source": str(replay), "rate_hz": f"{RATE_HZ:.1f}", "camera_rate_hz": "10.0",
                         "image_width": "160", "image_height": "120", "robot_config": str(ROBOT_CONFIG)})
     runner = LaunchRunner(plan, stream=None, log_dir=scratch / "logs")
     runner.start()

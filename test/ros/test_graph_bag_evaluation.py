@@ -122,7 +122,7 @@ def recorded_run(tmp_path_factory) -> RecordedRun:
     replay = scratch / "demo_chunks.npz"
     save_recording(replay, DemoTrajectory(BimanualKinematics(robot)).recording())
     plan = plan_launch(resolve_launch_file("sim.launch.yaml"),
-                       {"replay_source": str(replay), "rate_hz": "100.0", "camera_rate_hz": "10.0",
+                       {"backend": "replay", "replay_source": str(replay), "rate_hz": "100.0", "camera_rate_hz": "10.0",
                         "image_width": "160", "image_height": "120", "robot_config": str(ROBOT_CONFIG)})
     log_dir = scratch / "logs"
     runner = LaunchRunner(plan, stream=None, log_dir=log_dir)
