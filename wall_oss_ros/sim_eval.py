@@ -97,6 +97,9 @@ def _launch_arguments(spec: EpisodeSpec, settings: EvalSettings) -> dict[str, st
         "camera_rate_hz": f"{settings.camera_rate_hz:.1f}", "image_width": str(settings.image_size),
         "image_height": str(settings.image_size), "rate_hz": f"{settings.rate_hz:.1f}",
         "use_sim_time": "true", "real_time_factor": f"{settings.real_time_factor:.3f}",
+        # the supervisor's watchdogs run on the steady clock; on a shared CPU the executor may be starved for
+        # more than the robot default 0.1 s while the simulated arm, on the sim's clock, has not moved at all
+        "candidate_timeout": "0.5",
     }
     if settings.backend == "wall_oss":
         arguments["checkpoint"] = settings.checkpoint

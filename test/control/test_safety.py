@@ -419,6 +419,23 @@ def test_ros_clock_jumps_fault_and_hold(open_kinematics):
         assert_safe(run)
 
 
+def test_a_slow_or_stalled_ros_clock_is_not_a_jump(open_kinematics):
+    """Sim time runs below real time (sim-eval at 0.25×) and stalls while a starved simulator catches up:
+    ROS time advancing less than the steady clock, or not at all for a second, is no clock jump (it was:
+    every stall faulted the supervisor and the arm dropped what it held)."""
+    run = Run(open_kinematics, open_config(joint_state_timeout=2.0, candidate_timeout=2.0))
+    candidate = _move(run, 0, 1.0)
+    ros = 1000.0
+    for tick in range(400):
+        late = tick in (150, 250)  # the supervisor itself starved: a tick 0.5 s late, sim time 0.125 s on
+        dt = 0.5 if late else PERIOD
+        if not 100 <= tick < 300 or late:  # otherwise 200 ticks with the sim's clock standing still
+            ros += 0.25 * dt
+        out = run.tick(candidate, dt=dt, ros_now=ros)
+        assert out.state != SafetyState.FAULT, out.reason
+    assert run.supervisor.counters.faults == 0
+
+
 def test_watchdogs_run_on_the_steady_clock(open_kinematics):
     """Candidates stop while the ROS clock steps back: the candidate watchdog still fires on time, and
     a reset is refused while the joint states are stale, whatever the ROS clock says."""

@@ -92,7 +92,7 @@ class SafetyConfig:
     joint_state_jitter: float = 0.02      # [s] receipt-time slack when judging that speed
     limit_tolerance_revolute: float = 0.05  # [rad] candidates beyond a position limit by more are rejected
     limit_tolerance_gripper: float = 0.005  # [m]
-    clock_jump_tolerance: float = 0.1     # [s] ROS time running apart from steady time by more per tick → FAULT
+    clock_jump_tolerance: float = 0.1     # [s] ROS time going back, or ahead of steady time, by more per tick → FAULT
     fault_hold_time: float = 1.0          # [s] a FAULT holds at least this long; motion resumes on a fresh candidate
     heartbeat_timeout: float = 0.0        # [s] e-stop heartbeat; none for this long latches the e-stop (0: no heartbeat)
     stop_category: int = 2                # e-stop: 2 jerk-limited stop, 1 acceleration-limited stop, 0 freeze the command
@@ -615,9 +615,13 @@ class SafetySupervisor:
         if ros_now is None:
             return
         if self._clock is not None:
-            drift = (ros_now - self._clock[1]) - (now - self._clock[0])
-            if abs(drift) > self.config.clock_jump_tolerance:
-                self._raise_fault(now, f"ROS clock jumped {drift:+.3f} s against the steady clock")
+            # A jump is ROS time going back, or leaping ahead of the steady clock. ROS time that runs slower
+            # (a simulator's /clock below real time, or stalled while the simulator is starved) is not one.
+            ros_delta = ros_now - self._clock[1]
+            ahead = ros_delta - (now - self._clock[0])
+            if ros_delta < -self.config.clock_jump_tolerance or ahead > self.config.clock_jump_tolerance:
+                jump = ros_delta if ros_delta < 0 else ahead
+                self._raise_fault(now, f"ROS clock jumped {jump:+.3f} s against the steady clock")
         self._clock = (now, ros_now)
         self._ros_offset = ros_now - now
 
