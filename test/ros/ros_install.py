@@ -31,7 +31,7 @@ VENV_BIN = Path(sys.executable).parent
 # WALL_OSS_ROS_INSTALL_CACHE: elsewhere, e.g. where build/ is shared between worktrees.
 CACHE = Path(os.environ.get("WALL_OSS_ROS_INSTALL_CACHE", REPO_ROOT / "build" / "ros_install"))
 # What `colcon build` of wall_oss reads (test/ is linked too, for `colcon test`, but does not change the build).
-PACKAGE_INPUTS = ("CMakeLists.txt", "package.xml", "setup.py", "msg", "scripts", "launch", "config", "urdf",
+PACKAGE_INPUTS = ("CMakeLists.txt", "package.xml", "setup.py", "msg", "scripts", "launch", "config", "urdf", "checkpoints",
                   "wall_oss_core", "wall_oss_ros")
 PACKAGE_LINKS = (*PACKAGE_INPUTS, "test", "pytest.ini", "ruff.toml", "README.md")
 LAUNCH_PACKAGES = ("launch", "launch_xml", "launch_yaml", "launch_ros")
