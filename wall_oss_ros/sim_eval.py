@@ -133,10 +133,16 @@ class _EpisodeObserver:
         self.node.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
         self.node.create_subscription(String, SIM_TASK_STAGE, lambda m: monitor.on_stage(m.data, self.now), SIM_TASK_QOS)
         self.node.create_subscription(ActionChunk, qualified(ACTION_CHUNK),
-                                      lambda m: monitor.on_chunk(m.inference_latency, self.now), 10)
+                                      self._on_chunk, 10)
         self.node.create_subscription(SafetyStatus, qualified(SAFETY_STATUS), self._on_safety, STATUS_QOS)
         self.node.create_subscription(DiagnosticArray, DIAGNOSTICS, self._on_diagnostics, 10)
         self.node.create_subscription(Image, face_topic, self._on_frame, IMAGE_QOS)
+
+    def _on_chunk(self, msg) -> None:
+        # a chunk that arrives before this node heard /clock would start the episode at time 0, and the first
+        # clock tick (an epoch time) would end it at once: the episode starts with the first chunk on a known clock
+        if self.now > 0:
+            self.monitor.on_chunk(msg.inference_latency, self.now)
 
     def _on_clock(self, msg) -> None:
         self.now = msg.clock.sec + msg.clock.nanosec * 1e-9
