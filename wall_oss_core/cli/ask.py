@@ -9,13 +9,12 @@ Greedy decoding unless --temperature > 0 (then top-p sampling with --seed).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from .infer import TASK_METADATA, InferInputError, read_images, read_safetensors
+from .infer import TASK_METADATA, InferInputError, read_images, read_safetensors, read_tasks
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -47,13 +46,7 @@ def questions_for(args: argparse.Namespace, metadata: dict[str, str], batch: int
         return [CAPTION_QUESTION] * batch
     if TASK_METADATA not in metadata:
         raise InferInputError(f"--kind subtask needs --question or a `{TASK_METADATA}` metadata entry in {path}")
-    try:
-        tasks = json.loads(metadata[TASK_METADATA])
-    except json.JSONDecodeError as error:
-        raise InferInputError(f"{path}: metadata `{TASK_METADATA}` is not JSON: {error}") from error
-    if not isinstance(tasks, list) or len(tasks) != batch or not all(isinstance(task, str) for task in tasks):
-        raise InferInputError(f"{path}: metadata `{TASK_METADATA}` must be a JSON list of {batch} strings, got {tasks!r}")
-    return tasks
+    return read_tasks(path, metadata, batch)
 
 
 def ask(args: argparse.Namespace) -> list[str]:

@@ -66,13 +66,18 @@ def read_observation(path: Path, camera_names) -> tuple[dict[str, torch.Tensor],
     batch = state.shape[0]
     if TASK_METADATA not in metadata:
         raise InferInputError(f"{path}: missing metadata entry `{TASK_METADATA}` (JSON list of {batch} instructions)")
+    return read_images(path, tensors, camera_names, batch), state.float(), read_tasks(path, metadata, batch)
+
+
+def read_tasks(path: Path, metadata: dict[str, str], batch: int) -> list[str]:
+    """The `task` metadata entry of an OBS file: a JSON list of `batch` instructions."""
     try:
         tasks = json.loads(metadata[TASK_METADATA])
     except json.JSONDecodeError as error:
         raise InferInputError(f"{path}: metadata `{TASK_METADATA}` is not JSON: {error}") from error
     if not isinstance(tasks, list) or len(tasks) != batch or not all(isinstance(task, str) for task in tasks):
         raise InferInputError(f"{path}: metadata `{TASK_METADATA}` must be a JSON list of {batch} strings, got {tasks!r}")
-    return read_images(path, tensors, camera_names, batch), state.float(), tasks
+    return tasks
 
 
 def read_images(path: Path, tensors: dict[str, torch.Tensor], camera_names,
